@@ -1,0 +1,1 @@
+"""calsync: two-way sync between Directus bookings and Google Calendar."""

@@ -1,0 +1,116 @@
+"""Settings: one typed, validated object built from the environment (names are a documented contract).
+
+Only ``wiring`` reads the environment (through :func:`load_settings`). Secrets are ``SecretStr`` so they never
+appear in a repr, a log line or a validation error.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GOOGLE_API_ROOT = "https://www.googleapis.com/"
+GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
+DEFAULT_STATE_DIR = ".calsync"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it (never its value)."""
+
+
+class Settings(BaseSettings):
+    """Every setting the product reads. Empty strings count as unset."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    # Directus
+    directus_url: AnyHttpUrl | None = None
+    directus_token: SecretStr | None = None
+    directus_collection: str = Field(default="bookings", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    directus_public_url: AnyHttpUrl | None = None
+
+    # Google OAuth client and calendar
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    google_redirect_uri: AnyHttpUrl | None = None
+    google_calendar_id: str = "primary"
+    allowed_google_accounts: str | None = None  # comma-separated emails or @domain
+
+    # Shared secrets
+    webhook_secret: SecretStr | None = None
+    connect_key: SecretStr | None = None
+
+    # Behaviour
+    timezone: str = "UTC"
+    import_window_days: int = Field(default=30, ge=1, le=3650)
+    on_google_delete: Literal["cancel", "delete"] = "cancel"
+    max_cancel_share: float = Field(default=0.2, gt=0, le=1)
+    send_updates: Literal["none", "all", "externalOnly"] = "none"
+
+    # State
+    store: str = Field(default=f"sqlite:///{DEFAULT_STATE_DIR}/state.sqlite3")
+    token_store: str = Field(default=f"file:///{DEFAULT_STATE_DIR}/refresh_token")
+
+    # Emulation and tests only
+    google_api_root: AnyHttpUrl = AnyHttpUrl(GOOGLE_API_ROOT)
+    google_auth_uri: AnyHttpUrl = AnyHttpUrl(GOOGLE_AUTH_URI)
+    google_token_uri: AnyHttpUrl = AnyHttpUrl(GOOGLE_TOKEN_URI)
+    google_revoke_uri: AnyHttpUrl = AnyHttpUrl(GOOGLE_REVOKE_URI)
+    secret_manager_endpoint: str | None = None
+    google_cloud_project: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+            return value
+        if value == "firestore" or (value.startswith("firestore://") and len(value) > len("firestore://")):
+            return value
+        raise ValueError("must be sqlite:///PATH, firestore or firestore://DATABASE")
+
+    @field_validator("token_store")
+    @classmethod
+    def _token_store_url(cls, value: str) -> str:
+        if value.startswith("file:///") and len(value) > len("file:///"):
+            return value
+        prefix = "secretmanager://projects/"
+        parts = value[len(prefix) :].split("/") if value.startswith(prefix) else []
+        if len(parts) == 3 and parts[1] == "secrets" and all(parts):
+            return value
+        raise ValueError("must be file:///PATH or secretmanager://projects/PROJECT/secrets/NAME")
+
+    @property
+    def directus_link_base(self) -> str | None:
+        """Where people are sent back to: the public Directus URL, else the API URL."""
+        url = self.directus_public_url or self.directus_url
+        return str(url).rstrip("/") if url else None
+
+    def missing(self, *names: str) -> list[str]:
+        """The environment names of the given settings that are not set."""
+        return [name.upper() for name in names if getattr(self, name) in (None, "")]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the environment; raise SettingsError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

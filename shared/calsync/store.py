@@ -1,0 +1,267 @@
+"""The SyncStore port: everything the sync remembers between requests.
+
+Adapters: ``store_sqlite.SqliteSyncStore`` (embedded default) and ``store_firestore.FirestoreSyncStore``
+(production). One contract suite (tests/integration/test_store_contract.py) runs unchanged against both.
+
+Every record is keyed by a connection id ("default" today) so that one Google account per staff member can
+come later without a migration. Booking keys are always strings (Directus gives ints or strings). All
+datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+DEFAULT_CONNECTION = "default"
+
+OutboxAction = Literal["upsert", "delete"]
+ConnectionState = Literal["not_connected", "connected", "needs_reconnect", "disconnected"]
+
+
+class StoreError(RuntimeError):
+    """The store could not be read or written (unreachable, corrupt, misconfigured)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class EventMapping:
+    """One booking <-> one Google event."""
+
+    connection: str
+    collection: str
+    booking_key: str
+    calendar_id: str
+    event_id: str
+    content_hash: str
+    google_etag: str | None = None
+    google_updated: str | None = None  # RFC 3339 as Google sends it
+    directus_updated: str | None = None  # as Directus sends date_updated
+    synced_at: datetime = dataclasses.field(default_factory=utcnow)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    """Where the pull (Google -> Directus) and the repair push (Directus -> Google) left off."""
+
+    connection: str
+    calendar_id: str
+    sync_token: str | None = None
+    window_start: datetime | None = None  # timeMin of the full sync the token belongs to
+    directus_checkpoint: str | None = None  # the newest date_updated already pushed
+    updated_at: datetime = dataclasses.field(default_factory=utcnow)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxEntry:
+    """The latest pending Directus -> Google intent for one booking.
+
+    ``intent_id`` changes on every enqueue, so a drain removes only the intent it actually pushed and never
+    a newer one that arrived meanwhile.
+    """
+
+    connection: str
+    collection: str
+    booking_key: str
+    action: OutboxAction
+    intent_id: str
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime = dataclasses.field(default_factory=utcnow)
+    created_at: datetime = dataclasses.field(default_factory=utcnow)
+
+
+@dataclasses.dataclass(frozen=True)
+class OAuthState:
+    """A one-time OAuth ``state`` with the PKCE verifier that belongs to it."""
+
+    state: str
+    connection: str
+    code_verifier: str
+    expires_at: datetime
+    created_at: datetime = dataclasses.field(default_factory=utcnow)
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return (now or utcnow()) >= self.expires_at
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionStatus:
+    connection: str
+    state: ConnectionState = "not_connected"
+    account: str | None = None
+    scopes: tuple[str, ...] = ()
+    connected_at: datetime | None = None
+    last_cycle_at: datetime | None = None
+    last_cycle: Mapping[str, Any] | None = None
+    last_error: str | None = None
+    updated_at: datetime = dataclasses.field(default_factory=utcnow)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """Something that could not be applied; recorded, surfaced in /status, and skipped."""
+
+    connection: str
+    source: Literal["google", "directus"]
+    item_id: str  # event id or booking key
+    reason: str
+    payload: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    created_at: datetime = dataclasses.field(default_factory=utcnow)
+
+
+class SyncStore(abc.ABC):
+    """Mappings, cursors, outbox, OAuth states, leases, connection status and dead letters."""
+
+    # -- mappings -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_mappings(self, connection: str, collection: str, keys: Iterable[str]) -> dict[str, EventMapping]:
+        """Mappings of these bookings, by booking key (absent keys are left out). One round trip per 500."""
+
+    @abc.abstractmethod
+    def get_mappings_by_event(
+        self, connection: str, calendar_id: str, event_ids: Iterable[str]
+    ) -> dict[str, EventMapping]:
+        """Mappings of these events, by event id (absent ids are left out)."""
+
+    @abc.abstractmethod
+    def create_mapping(self, mapping: EventMapping) -> bool:
+        """Create the mapping if the booking has none. True if this call created it; atomic."""
+
+    @abc.abstractmethod
+    def put_mappings(self, mappings: Iterable[EventMapping]) -> None:
+        """Create or replace mappings, in batches of at most 500."""
+
+    @abc.abstractmethod
+    def delete_mappings(self, connection: str, collection: str, keys: Iterable[str]) -> None:
+        """Forget these bookings' mappings (absent ones are ignored)."""
+
+    @abc.abstractmethod
+    def count_mappings(self, connection: str, calendar_id: str) -> int:
+        """How many bookings are mapped to events of this calendar."""
+
+    def get_mapping(self, connection: str, collection: str, key: str) -> EventMapping | None:
+        return self.get_mappings(connection, collection, [key]).get(key)
+
+    # -- cursors --------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_cursor(self, connection: str, calendar_id: str) -> Cursor | None: ...
+
+    @abc.abstractmethod
+    def put_cursor(self, cursor: Cursor) -> None: ...
+
+    # -- outbox ---------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def enqueue(
+        self,
+        connection: str,
+        collection: str,
+        key: str,
+        action: OutboxAction,
+        error: str | None = None,
+        now: datetime | None = None,
+    ) -> OutboxEntry:
+        """Record the latest intent for a booking, replacing any older one (keeps its created_at)."""
+
+    @abc.abstractmethod
+    def get_outbox(self, connection: str, collection: str, key: str) -> OutboxEntry | None: ...
+
+    @abc.abstractmethod
+    def due_outbox(self, connection: str, now: datetime, limit: int) -> list[OutboxEntry]:
+        """Entries whose next attempt is due, oldest first."""
+
+    @abc.abstractmethod
+    def record_outbox_failure(self, entry: OutboxEntry, error: str, next_attempt_at: datetime) -> bool:
+        """Count a failed attempt, if the entry still holds the same intent. True if recorded."""
+
+    @abc.abstractmethod
+    def remove_outbox(self, entry: OutboxEntry) -> bool:
+        """Remove the entry if it still holds the same intent (a newer intent stays). True if removed."""
+
+    @abc.abstractmethod
+    def discard_outbox(self, connection: str, collection: str, key: str) -> None:
+        """Remove whatever intent the booking has."""
+
+    @abc.abstractmethod
+    def count_outbox(self, connection: str) -> int: ...
+
+    # -- OAuth states ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_oauth_state(self, state: OAuthState) -> None: ...
+
+    @abc.abstractmethod
+    def consume_oauth_state(self, state: str) -> OAuthState | None:
+        """Atomically remove and return the state; None if unknown or already consumed.
+
+        Expiry is the caller's to check (so it can tell "expired" from "unknown")."""
+
+    # -- leases ---------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl: timedelta, now: datetime | None = None) -> bool:
+        """Take the lease if it is free, expired or already ours. True if ``holder`` holds it now."""
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease back if ``holder`` holds it."""
+
+    # -- connection status ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_status(self, connection: str) -> ConnectionStatus:
+        """The connection's status; a fresh ``not_connected`` one if nothing was recorded."""
+
+    @abc.abstractmethod
+    def update_status(
+        self, connection: str, changes: Mapping[str, Any]
+    ) -> tuple[ConnectionStatus, ConnectionStatus]:
+        """Atomically apply field changes; return (before, after) so a caller can act on a transition once."""
+
+    # -- dead letters ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_dead_letter(self, letter: DeadLetter) -> None: ...
+
+    @abc.abstractmethod
+    def list_dead_letters(self, connection: str, limit: int = 50) -> list[DeadLetter]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def count_dead_letters(self, connection: str) -> int: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(ConnectionStatus)) - {"connection"}
+
+
+def apply_status_changes(before: ConnectionStatus, changes: Mapping[str, Any], now: datetime) -> ConnectionStatus:
+    """The status after ``changes``; unknown field names are a programming error."""
+    unknown = set(changes) - STATUS_FIELDS
+    if unknown:
+        raise ValueError(f"unknown connection status fields: {sorted(unknown)}")
+    fields = dict(changes)
+    if "scopes" in fields:
+        fields["scopes"] = tuple(fields["scopes"] or ())
+    fields.setdefault("updated_at", now)
+    return dataclasses.replace(before, **fields)
+
+
+class TokenStore(abc.ABC):
+    """Where the Google refresh token lives: Secret Manager in production, a 0600 file locally."""
+
+    @abc.abstractmethod
+    def get(self, connection: str = DEFAULT_CONNECTION) -> str | None:
+        """The current refresh token, or None if none is stored (or it was deleted)."""
+
+    @abc.abstractmethod
+    def put(self, token: str, connection: str = DEFAULT_CONNECTION) -> None:
+        """Store a new refresh token; older ones are no longer readable afterwards."""
+
+    @abc.abstractmethod
+    def delete(self, connection: str = DEFAULT_CONNECTION) -> None:
+        """Forget the token (destroy every stored copy)."""

@@ -1,0 +1,1 @@
+"""Launchers for the real parts the tests run against (Firestore emulator, Directus 12)."""

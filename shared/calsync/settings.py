@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GOOGLE_API_ROOT = "https://www.googleapis.com/"
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
 DEFAULT_STATE_DIR = ".calsync"
 

@@ -239,7 +239,9 @@ class SyncStore(abc.ABC):
 STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(ConnectionStatus)) - {"connection"}
 
 
-def apply_status_changes(before: ConnectionStatus, changes: Mapping[str, Any], now: datetime) -> ConnectionStatus:
+def apply_status_changes(
+    before: ConnectionStatus, changes: Mapping[str, Any], now: datetime
+) -> ConnectionStatus:
     """The status after ``changes``; unknown field names are a programming error."""
     unknown = set(changes) - STATUS_FIELDS
     if unknown:

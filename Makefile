@@ -1,0 +1,67 @@
+# Two commands on a fresh machine (only python3 needed):
+#   make run    install and serve all three functions locally, embedded stores
+#   make test   install everything the tests need (incl. Directus 12), lint, type check, every test tier
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .cache/tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: install run test test-deps lint fmt unit integration e2e directus iac requirements bundle bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+# The venv is rebuilt only when the lock changes.
+$(VENV)/.installed: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-extras
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/calsync serve
+
+# Directus 12 (Node 24 from the .venv's wheel) installed once into a cache outside the repo.
+directus: install
+	bash scripts/install_directus.sh $(VENV)
+
+# checkov cannot share an environment with pytest (packaging pins); it gets its own, from the same lock.
+.cache/iac/.installed: uv.lock | $(UV)
+	$(UV) export --frozen --only-group iac --no-emit-project --no-hashes --no-header --format requirements-txt -o .cache/iac-requirements.txt
+	$(UV) venv --quiet --allow-existing .cache/iac
+	$(UV) pip install --quiet --python .cache/iac/bin/python -r .cache/iac-requirements.txt
+	touch $@
+
+iac: .cache/iac/.installed
+
+test-deps: install directus iac
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: test-deps lint
+	$(BIN)/python scripts/gen_requirements.py --check
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+requirements: | $(UV)
+	UV=$(UV) $(BIN)/python scripts/gen_requirements.py
+
+bundle: install
+	$(BIN)/python scripts/bundle.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,12 @@
+"""Cloud Function: an admin connects a Google account (/start, /callback, /status, /disconnect)."""
+
+import flask
+import functions_framework
+
+from calsync import entrypoints
+
+
+@functions_framework.http
+def oauth_callback(request: flask.Request) -> flask.typing.ResponseReturnValue:
+    """Run the OAuth consent and keep the refresh token."""
+    return entrypoints.oauth_callback(request)

@@ -1,0 +1,462 @@
+"""SyncStore on one SQLite file: the embedded default, so the product runs on a laptop with nothing but Python.
+
+Every write is one transaction (``BEGIN IMMEDIATE``), so a failure midway leaves nothing half-written, and
+the database lock makes create-if-absent, state consumption and leases atomic across threads and processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from calsync.store import (
+    ConnectionStatus,
+    Cursor,
+    DeadLetter,
+    EventMapping,
+    OAuthState,
+    OutboxAction,
+    OutboxEntry,
+    StoreError,
+    SyncStore,
+    apply_status_changes,
+    utcnow,
+)
+
+SCHEMA_VERSION = 1
+_CHUNK = 500  # SQLite's default limit on host parameters is 999 (older builds); stay well below it.
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mappings (
+    connection TEXT NOT NULL, collection TEXT NOT NULL, booking_key TEXT NOT NULL,
+    calendar_id TEXT NOT NULL, event_id TEXT NOT NULL, content_hash TEXT NOT NULL,
+    google_etag TEXT, google_updated TEXT, directus_updated TEXT, synced_at TEXT NOT NULL,
+    PRIMARY KEY (connection, collection, booking_key)
+);
+CREATE INDEX IF NOT EXISTS mappings_by_event ON mappings (connection, calendar_id, event_id);
+CREATE TABLE IF NOT EXISTS cursors (
+    connection TEXT NOT NULL, calendar_id TEXT NOT NULL, sync_token TEXT, window_start TEXT,
+    directus_checkpoint TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (connection, calendar_id)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    connection TEXT NOT NULL, collection TEXT NOT NULL, booking_key TEXT NOT NULL, action TEXT NOT NULL,
+    intent_id TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT, next_attempt_at TEXT NOT NULL,
+    created_at TEXT NOT NULL, PRIMARY KEY (connection, collection, booking_key)
+);
+CREATE TABLE IF NOT EXISTS oauth_states (
+    state TEXT PRIMARY KEY, connection TEXT NOT NULL, code_verifier TEXT NOT NULL,
+    expires_at TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS status (connection TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, connection TEXT NOT NULL, source TEXT NOT NULL,
+    item_id TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_connection ON dead_letters (connection, id);
+"""
+
+
+def _ts(value: datetime) -> str:
+    """Fixed-width UTC text, so string order is time order (the outbox query relies on it)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if value else None
+
+
+def _req_dt(value: str) -> datetime:
+    parsed = _dt(value)
+    assert parsed is not None
+    return parsed
+
+
+def _chunks(items: list[str], size: int = _CHUNK) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqliteSyncStore(SyncStore):
+    """SyncStore on a SQLite file (``sqlite:///path``); ``:memory:`` is refused (state must survive)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the state database {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot create the state database {self.path}: {exc.strerror}") from exc
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; taken up front so read-then-write sequences are atomic."""
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state database {self.path} is not usable: {exc}") from exc
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        db = self._db()
+        db.row_factory = sqlite3.Row
+        try:
+            return db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state database {self.path} is not usable: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            # Statement by statement: executescript() would COMMIT the open transaction first.
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"state database {self.path} has schema {row[0]}, newer than this version understands"
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- mappings -------------------------------------------------------------------------------------
+    @staticmethod
+    def _mapping(row: sqlite3.Row) -> EventMapping:
+        return EventMapping(
+            connection=row["connection"],
+            collection=row["collection"],
+            booking_key=row["booking_key"],
+            calendar_id=row["calendar_id"],
+            event_id=row["event_id"],
+            content_hash=row["content_hash"],
+            google_etag=row["google_etag"],
+            google_updated=row["google_updated"],
+            directus_updated=row["directus_updated"],
+            synced_at=_req_dt(row["synced_at"]),
+        )
+
+    @staticmethod
+    def _mapping_row(m: EventMapping) -> tuple[Any, ...]:
+        return (
+            m.connection, m.collection, m.booking_key, m.calendar_id, m.event_id, m.content_hash,
+            m.google_etag, m.google_updated, m.directus_updated, _ts(m.synced_at),
+        )  # fmt: skip
+
+    def get_mappings(self, connection: str, collection: str, keys: Iterable[str]) -> dict[str, EventMapping]:
+        found: dict[str, EventMapping] = {}
+        for chunk in _chunks(sorted({str(k) for k in keys})):
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT * FROM mappings WHERE connection = ? AND collection = ? AND booking_key IN ({marks})",  # noqa: S608 - only placeholders are interpolated
+                [connection, collection, *chunk],
+            )
+            found.update((row["booking_key"], self._mapping(row)) for row in rows)
+        return found
+
+    def get_mappings_by_event(
+        self, connection: str, calendar_id: str, event_ids: Iterable[str]
+    ) -> dict[str, EventMapping]:
+        found: dict[str, EventMapping] = {}
+        for chunk in _chunks(sorted(set(event_ids))):
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT * FROM mappings WHERE connection = ? AND calendar_id = ? AND event_id IN ({marks})",  # noqa: S608 - only placeholders are interpolated
+                [connection, calendar_id, *chunk],
+            )
+            found.update((row["event_id"], self._mapping(row)) for row in rows)
+        return found
+
+    def create_mapping(self, mapping: EventMapping) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO mappings VALUES (?,?,?,?,?,?,?,?,?,?)", self._mapping_row(mapping)
+            )
+            return cursor.rowcount == 1
+
+    def put_mappings(self, mappings: Iterable[EventMapping]) -> None:
+        rows = [self._mapping_row(m) for m in mappings]
+        for start in range(0, len(rows), _CHUNK):
+            with self._write() as db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO mappings VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    rows[start : start + _CHUNK],
+                )
+
+    def delete_mappings(self, connection: str, collection: str, keys: Iterable[str]) -> None:
+        for chunk in _chunks(sorted({str(k) for k in keys})):
+            marks = ",".join("?" * len(chunk))
+            with self._write() as db:
+                db.execute(
+                    f"DELETE FROM mappings WHERE connection = ? AND collection = ? AND booking_key IN ({marks})",  # noqa: S608 - only placeholders are interpolated
+                    [connection, collection, *chunk],
+                )
+
+    def count_mappings(self, connection: str, calendar_id: str) -> int:
+        rows = self._read(
+            "SELECT COUNT(*) AS n FROM mappings WHERE connection = ? AND calendar_id = ?",
+            [connection, calendar_id],
+        )
+        return int(rows[0]["n"])
+
+    # -- cursors --------------------------------------------------------------------------------------
+    def get_cursor(self, connection: str, calendar_id: str) -> Cursor | None:
+        rows = self._read(
+            "SELECT * FROM cursors WHERE connection = ? AND calendar_id = ?", [connection, calendar_id]
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return Cursor(
+            connection=row["connection"],
+            calendar_id=row["calendar_id"],
+            sync_token=row["sync_token"],
+            window_start=_dt(row["window_start"]),
+            directus_checkpoint=row["directus_checkpoint"],
+            updated_at=_req_dt(row["updated_at"]),
+        )
+
+    def put_cursor(self, cursor: Cursor) -> None:
+        window = _ts(cursor.window_start) if cursor.window_start else None
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO cursors VALUES (?,?,?,?,?,?)",
+                (cursor.connection, cursor.calendar_id, cursor.sync_token, window,
+                 cursor.directus_checkpoint, _ts(cursor.updated_at)),
+            )  # fmt: skip
+
+    # -- outbox ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _entry(row: sqlite3.Row) -> OutboxEntry:
+        return OutboxEntry(
+            connection=row["connection"],
+            collection=row["collection"],
+            booking_key=row["booking_key"],
+            action=row["action"],
+            intent_id=row["intent_id"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            next_attempt_at=_req_dt(row["next_attempt_at"]),
+            created_at=_req_dt(row["created_at"]),
+        )
+
+    def enqueue(
+        self,
+        connection: str,
+        collection: str,
+        key: str,
+        action: OutboxAction,
+        error: str | None = None,
+        now: datetime | None = None,
+    ) -> OutboxEntry:
+        now = now or utcnow()
+        intent = uuid.uuid4().hex
+        with self._write() as db:
+            row = db.execute(
+                "SELECT created_at FROM outbox WHERE connection = ? AND collection = ? AND booking_key = ?",
+                (connection, collection, str(key)),
+            ).fetchone()
+            created = row[0] if row else _ts(now)
+            db.execute(
+                "INSERT OR REPLACE INTO outbox VALUES (?,?,?,?,?,?,?,?,?)",
+                (connection, collection, str(key), action, intent, 0, error, _ts(now), created),
+            )
+        return OutboxEntry(connection, collection, str(key), action, intent, 0, error, now, _req_dt(created))
+
+    def get_outbox(self, connection: str, collection: str, key: str) -> OutboxEntry | None:
+        rows = self._read(
+            "SELECT * FROM outbox WHERE connection = ? AND collection = ? AND booking_key = ?",
+            [connection, collection, str(key)],
+        )
+        return self._entry(rows[0]) if rows else None
+
+    def due_outbox(self, connection: str, now: datetime, limit: int) -> list[OutboxEntry]:
+        rows = self._read(
+            "SELECT * FROM outbox WHERE connection = ? AND next_attempt_at <= ? "
+            "ORDER BY created_at, booking_key LIMIT ?",
+            [connection, _ts(now), limit],
+        )
+        return [self._entry(row) for row in rows]
+
+    def record_outbox_failure(self, entry: OutboxEntry, error: str, next_attempt_at: datetime) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                "WHERE connection = ? AND collection = ? AND booking_key = ? AND intent_id = ?",
+                (error, _ts(next_attempt_at), entry.connection, entry.collection, entry.booking_key,
+                 entry.intent_id),
+            )  # fmt: skip
+            return cursor.rowcount == 1
+
+    def remove_outbox(self, entry: OutboxEntry) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM outbox WHERE connection = ? AND collection = ? AND booking_key = ? AND intent_id = ?",
+                (entry.connection, entry.collection, entry.booking_key, entry.intent_id),
+            )
+            return cursor.rowcount == 1
+
+    def discard_outbox(self, connection: str, collection: str, key: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM outbox WHERE connection = ? AND collection = ? AND booking_key = ?",
+                (connection, collection, str(key)),
+            )
+
+    def count_outbox(self, connection: str) -> int:
+        return int(self._read("SELECT COUNT(*) AS n FROM outbox WHERE connection = ?", [connection])[0]["n"])
+
+    # -- OAuth states ---------------------------------------------------------------------------------
+    def put_oauth_state(self, state: OAuthState) -> None:
+        with self._write() as db:
+            # Expired states are useless; dropping them here keeps the table small without a sweeper.
+            db.execute("DELETE FROM oauth_states WHERE expires_at < ?", (_ts(utcnow() - timedelta(days=1)),))
+            db.execute(
+                "INSERT INTO oauth_states VALUES (?,?,?,?,?)",
+                (
+                    state.state,
+                    state.connection,
+                    state.code_verifier,
+                    _ts(state.expires_at),
+                    _ts(state.created_at),
+                ),
+            )
+
+    def consume_oauth_state(self, state: str) -> OAuthState | None:
+        with self._write() as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM oauth_states WHERE state = ?", (state,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM oauth_states WHERE state = ?", (state,))
+        return OAuthState(
+            state=row["state"],
+            connection=row["connection"],
+            code_verifier=row["code_verifier"],
+            expires_at=_req_dt(row["expires_at"]),
+            created_at=_req_dt(row["created_at"]),
+        )
+
+    # -- leases ---------------------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: timedelta, now: datetime | None = None) -> bool:
+        now = now or utcnow()
+        with self._write() as db:
+            row = db.execute("SELECT holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != holder and _req_dt(row[1]) > now:
+                return False
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?)", (name, holder, _ts(now + ttl)))
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    # -- connection status ----------------------------------------------------------------------------
+    @staticmethod
+    def _status_from(connection: str, body: str | None) -> ConnectionStatus:
+        if body is None:
+            return ConnectionStatus(connection=connection)
+        data = json.loads(body)
+        for name in ("connected_at", "last_cycle_at", "updated_at"):
+            data[name] = _dt(data.get(name))
+        if data["updated_at"] is None:
+            del data["updated_at"]
+        data["scopes"] = tuple(data.get("scopes") or ())
+        return ConnectionStatus(connection=connection, **data)
+
+    @staticmethod
+    def _status_body(status: ConnectionStatus) -> str:
+        return json.dumps(
+            {
+                "state": status.state,
+                "account": status.account,
+                "scopes": list(status.scopes),
+                "connected_at": _ts(status.connected_at) if status.connected_at else None,
+                "last_cycle_at": _ts(status.last_cycle_at) if status.last_cycle_at else None,
+                "last_cycle": dict(status.last_cycle) if status.last_cycle is not None else None,
+                "last_error": status.last_error,
+                "updated_at": _ts(status.updated_at),
+            }
+        )
+
+    def get_status(self, connection: str) -> ConnectionStatus:
+        rows = self._read("SELECT body FROM status WHERE connection = ?", [connection])
+        return self._status_from(connection, rows[0]["body"] if rows else None)
+
+    def update_status(
+        self, connection: str, changes: Mapping[str, Any]
+    ) -> tuple[ConnectionStatus, ConnectionStatus]:
+        with self._write() as db:
+            row = db.execute("SELECT body FROM status WHERE connection = ?", (connection,)).fetchone()
+            before = self._status_from(connection, row[0] if row else None)
+            after = apply_status_changes(before, changes, utcnow())
+            db.execute("INSERT OR REPLACE INTO status VALUES (?, ?)", (connection, self._status_body(after)))
+        return before, after
+
+    # -- dead letters ---------------------------------------------------------------------------------
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO dead_letters (connection, source, item_id, reason, payload, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (letter.connection, letter.source, letter.item_id, letter.reason,
+                 json.dumps(dict(letter.payload), default=str), _ts(letter.created_at)),
+            )  # fmt: skip
+
+    def list_dead_letters(self, connection: str, limit: int = 50) -> list[DeadLetter]:
+        rows = self._read(
+            "SELECT * FROM dead_letters WHERE connection = ? ORDER BY id DESC LIMIT ?", [connection, limit]
+        )
+        return [
+            DeadLetter(
+                connection=row["connection"],
+                source=row["source"],
+                item_id=row["item_id"],
+                reason=row["reason"],
+                payload=json.loads(row["payload"]),
+                created_at=_req_dt(row["created_at"]),
+            )
+            for row in rows
+        ]
+
+    def count_dead_letters(self, connection: str) -> int:
+        rows = self._read("SELECT COUNT(*) AS n FROM dead_letters WHERE connection = ?", [connection])
+        return int(rows[0]["n"])

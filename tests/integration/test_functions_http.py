@@ -1,0 +1,132 @@
+"""Each function served by functions-framework from its own main.py, called over its Flask test client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import flask
+import pytest
+from functions_framework import create_app
+
+from calsync.wiring import set_app
+
+ROOT = Path(__file__).resolve().parents[2]
+WEBHOOK_SECRET = "hook-secret-for-tests-0001"
+CONNECT_KEY = "connect-key-for-tests-0002"
+SETTING_NAMES = (
+    "DIRECTUS_URL",
+    "DIRECTUS_TOKEN",
+    "GOOGLE_CLIENT_ID",
+    "GOOGLE_CLIENT_SECRET",
+    "GOOGLE_REDIRECT_URI",
+    "WEBHOOK_SECRET",
+    "CONNECT_KEY",
+    "STORE",
+    "TOKEN_STORE",
+)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STORE", f"sqlite:///{tmp_path}/state.sqlite3")
+    monkeypatch.setenv("TOKEN_STORE", f"file:///{tmp_path}/refresh_token")
+    monkeypatch.setenv("WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("CONNECT_KEY", CONNECT_KEY)
+    set_app(None)
+    yield monkeypatch
+    set_app(None)
+
+
+def client(name: str) -> flask.testing.FlaskClient:
+    return create_app(name, str(ROOT / "functions" / name / "main.py")).test_client()
+
+
+def configure_sync(env: pytest.MonkeyPatch) -> None:
+    env.setenv("DIRECTUS_URL", "http://127.0.0.1:9/")
+    env.setenv("DIRECTUS_TOKEN", "directus-token-for-tests")
+    env.setenv("GOOGLE_CLIENT_ID", "client-id.apps.googleusercontent.com")
+    env.setenv("GOOGLE_CLIENT_SECRET", "google-client-secret-for-tests")
+
+
+def test_booking_hook_authenticates_before_anything_else(env: pytest.MonkeyPatch) -> None:
+    hook = client("booking_hook")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": WEBHOOK_SECRET}):
+        response = hook.post("/", json={"event": "bookings.items.create"}, headers=headers)
+        assert response.status_code == 401
+        assert "WEBHOOK_SECRET" in response.get_json()["error"]
+    # authenticated, but the Directus and Google settings are missing: 503 naming each of them
+    response = hook.post("/", json={}, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})
+    assert response.status_code == 503
+    assert response.get_json()["missing"] == [
+        "DIRECTUS_URL",
+        "DIRECTUS_TOKEN",
+        "GOOGLE_CLIENT_ID",
+        "GOOGLE_CLIENT_SECRET",
+    ]
+    assert hook.get("/", headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"}).status_code == 405
+
+
+def test_booking_hook_without_a_configured_secret_lets_nobody_in(env: pytest.MonkeyPatch) -> None:
+    env.delenv("WEBHOOK_SECRET")
+    response = client("booking_hook").post("/", json={}, headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 503
+    assert response.get_json()["missing"] == ["WEBHOOK_SECRET"]
+
+
+def test_oauth_status_needs_the_connect_key(env: pytest.MonkeyPatch) -> None:
+    oauth = client("oauth_callback")
+    assert oauth.get("/status").status_code == 401
+    assert oauth.get("/status?key=wrong").status_code == 403
+    response = oauth.get(f"/status?key={CONNECT_KEY}")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (
+        body["connected"] is False and body["state"] == "not_connected" and body["needs_reconnect"] is False
+    )
+    assert body["pending_outbox"] == 0 and body["dead_letters"] == 0
+    assert oauth.get("/nowhere").status_code == 404
+    start = oauth.get(f"/start?key={CONNECT_KEY}")
+    assert start.status_code == 503
+    assert start.get_json()["missing"] == ["GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REDIRECT_URI"]
+
+
+def test_calendar_import_answers_not_connected_without_a_token(env: pytest.MonkeyPatch) -> None:
+    configure_sync(env)
+    importer = client("calendar_import")
+    response = importer.post("/")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "not_connected"}
+    assert importer.get("/").status_code == 405
+
+
+def test_corrupt_state_file_is_a_503_naming_the_store_not_a_traceback(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "state.sqlite3").write_bytes(b"this is not a database" * 100)
+    response = client("oauth_callback").get(f"/status?key={CONNECT_KEY}")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert "state store unavailable" in body["error"] and "state.sqlite3" in body["error"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_secrets_never_reach_the_logs_or_answers(
+    env: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    configure_sync(env)
+    from calsync import logs
+
+    logs.configure()
+    answers = [
+        client("booking_hook").post("/", data=b"{}", headers={"Authorization": f"Bearer {WEBHOOK_SECRET}x"}),
+        client("oauth_callback").get(f"/status?key={CONNECT_KEY}x"),
+        client("oauth_callback").get(f"/start?key={CONNECT_KEY}"),
+        client("calendar_import").post("/", headers={"X-Cloud-Trace-Context": "abc123/1"}),
+    ]
+    captured = capfd.readouterr()
+    text = captured.out + captured.err + "".join(a.get_data(as_text=True) for a in answers)
+    for secret in (WEBHOOK_SECRET, CONNECT_KEY, "directus-token-for-tests", "google-client-secret-for-tests"):
+        assert secret not in text

@@ -1,0 +1,134 @@
+"""`calsync serve` on a fresh directory: starts with nothing configured, answers on all three prefixes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+CALSYNC = [sys.executable, "-m", "calsync.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "SYSTEMROOT")
+    return {**{k: v for k, v in os.environ.items() if k in keep}, **extra}
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CALSYNC, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            requests.get(base + "/", timeout=1)
+            break
+        except requests.ConnectionError:
+            if proc.poll() is not None:
+                pytest.fail(f"calsync serve exited: {proc.stdout.read() if proc.stdout else ''}")
+            time.sleep(0.1)
+    yield base, proc
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_serves_all_three_functions_with_generated_local_secrets(
+    served: tuple[str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    base, proc = served
+    unauthenticated = requests.post(base + "/booking_hook/", json={}, timeout=5)
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["Content-Type"] == "application/json"
+    local = dict(
+        line.split("=", 1)
+        for line in (tmp_path / ".calsync/local.env").read_text().splitlines()
+        if "=" in line
+    )
+    assert (tmp_path / ".calsync/local.env").stat().st_mode & 0o777 == 0o600
+    hook = requests.post(
+        base + "/booking_hook/",
+        json={},
+        headers={"Authorization": f"Bearer {local['WEBHOOK_SECRET']}"},
+        timeout=5,
+    )
+    assert hook.status_code == 503 and "DIRECTUS_URL" in hook.json()["missing"]
+    status = requests.get(base + "/oauth_callback/status", params={"key": local["CONNECT_KEY"]}, timeout=5)
+    assert status.status_code == 200 and status.json()["state"] == "not_connected"
+    importer = requests.post(base + "/calendar_import/", timeout=5)
+    assert importer.status_code == 503 and "GOOGLE_CLIENT_ID" in importer.json()["missing"]
+    assert requests.get(base + "/elsewhere", timeout=5).status_code == 404
+    proc.terminate()
+    banner = proc.communicate(timeout=10)[0]
+    assert "/booking_hook/" in banner and local["WEBHOOK_SECRET"] in banner
+    assert "still to configure for a working sync: GOOGLE_CLIENT_ID" in banner
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (
+            lambda d: (
+                (d / ".calsync").mkdir() or (d / ".calsync/local.env").write_text("not a setting line\n")
+            ),
+            "local.env:1",
+        ),
+        (
+            lambda d: (
+                (d / ".calsync").mkdir() or (d / ".calsync/state.sqlite3").write_bytes(b"garbage" * 500)
+            ),
+            "state.sqlite3",
+        ),
+    ],
+    ids=["corrupt-local-settings", "corrupt-state-database"],
+)
+def test_bad_local_state_fails_at_start_with_a_clear_message(
+    tmp_path: Path, setup: object, expected: str
+) -> None:
+    setup(tmp_path)  # type: ignore[operator]
+    result = subprocess.run(
+        [*CALSYNC, "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_malformed_setting_fails_at_start_naming_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CALSYNC, "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=clean_env(TIMEZONE="Atlantis/Capital", WEBHOOK_SECRET="given-secret-value"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "TIMEZONE" in result.stderr and "Traceback" not in result.stderr
+    assert "given-secret-value" not in result.stderr

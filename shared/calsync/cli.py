@@ -63,10 +63,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from calsync.entrypoints import status_body
+    from calsync.connection import status_body
 
     app = App(load_settings())
-    print(json.dumps(status_body(app), indent=2))
+    print(json.dumps(status_body(app.store, app.connection), indent=2))
     return 0
 
 

@@ -7,12 +7,18 @@ the core. Routing is by path so the same handler serves ``/start`` as a function
 
 from __future__ import annotations
 
-from typing import Any
-
 import flask
 
-from calsync.http import HttpError, guarded, json_response, require_bearer, require_key, require_method
-from calsync.store import ConnectionStatus
+from calsync.connection import status_body
+from calsync.http import (
+    HttpError,
+    MissingSettings,
+    guarded,
+    json_response,
+    require_bearer,
+    require_key,
+    require_method,
+)
 from calsync.wiring import App, get_app
 
 NOT_YET = "not implemented yet in this version"
@@ -20,25 +26,6 @@ NOT_YET = "not implemented yet in this version"
 
 def _route(request: flask.Request) -> str:
     return "/" + request.path.strip("/")
-
-
-def status_body(app: App) -> dict[str, Any]:
-    """What /status shows: the connection, the last cycle and what is waiting."""
-    status: ConnectionStatus = app.store.get_status(app.connection)
-    return {
-        "connection": app.connection,
-        "connected": status.state == "connected",
-        "state": status.state,
-        "needs_reconnect": status.state == "needs_reconnect",
-        "account": status.account,
-        "scopes": list(status.scopes),
-        "connected_at": status.connected_at.isoformat() if status.connected_at else None,
-        "last_cycle_at": status.last_cycle_at.isoformat() if status.last_cycle_at else None,
-        "last_cycle": dict(status.last_cycle) if status.last_cycle else None,
-        "last_error": status.last_error,
-        "pending_outbox": app.store.count_outbox(app.connection),
-        "dead_letters": app.store.count_dead_letters(app.connection),
-    }
 
 
 @guarded("oauth_callback")
@@ -49,16 +36,23 @@ def oauth_callback(request: flask.Request) -> flask.Response:
     if route == "/status":
         require_method(request, "GET")
         require_key(request, app.settings.connect_key, "CONNECT_KEY")
-        return json_response(200, status_body(app))
-    if route in ("/start", "/disconnect"):
-        require_method(request, "GET" if route == "/start" else "POST")
-        require_key(request, app.settings.connect_key, "CONNECT_KEY")
-        app.require("google_client_id", "google_client_secret", "google_redirect_uri")
-        raise HttpError(501, f"{route}: {NOT_YET}")
+        return json_response(200, status_body(app.store, app.connection))
+    if route not in ("/start", "/callback", "/disconnect"):
+        raise HttpError(404, f"no route {route}; use /start, /callback, /status or /disconnect")
+    from calsync import oauth  # only this function pays for oauthlib
+
     if route == "/callback":
         require_method(request, "GET")
-        raise HttpError(501, f"{route}: {NOT_YET}")
-    raise HttpError(404, f"no route {route}; use /start, /callback, /status or /disconnect")
+        if app.settings.connect_key is None:  # it signs the state
+            raise MissingSettings(["CONNECT_KEY"])
+        app.require("google_client_id", "google_client_secret", "google_redirect_uri")
+        return oauth.callback(app, request)
+    require_method(request, "GET" if route == "/start" else "POST")
+    require_key(request, app.settings.connect_key, "CONNECT_KEY")
+    app.require("google_client_id", "google_client_secret", "google_redirect_uri")
+    if route == "/start":
+        return oauth.start(app)
+    return json_response(200, oauth.disconnect(app))
 
 
 @guarded("booking_hook")

@@ -144,6 +144,17 @@ class App:
         with self._lock:
             self._built.pop("calendar", None)
 
+    def publish_status(self) -> None:
+        """Show the connection status in Directus too, when Directus is configured (best effort)."""
+        if self.settings.missing("directus_url", "directus_token"):
+            return
+        from calsync.directus_status import publish
+
+        try:
+            publish(self)
+        except Exception:
+            log.warning("could not show the connection status in Directus", exc_info=True)
+
     def close(self) -> None:
         with self._lock:
             store = self._built.pop("store", None)

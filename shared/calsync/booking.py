@@ -1,0 +1,199 @@
+"""The mapping between a Directus booking and a Google event, both ways, and the content hash of both.
+
+The content hash is computed over a canonical form (instants in UTC, all-day dates, text, cancelled or not)
+that both sides produce identically for the same appointment. Equal hashes mean "nothing changed since we
+last wrote it", which is how echoes of our own writes are recognised on either side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+PRIVATE_KEY = "calsync_key"
+PRIVATE_COLLECTION = "calsync_collection"
+PRIVATE_HASH = "calsync_hash"
+FOOTER_MARK = "\n\n— Booking "  # what starts the footer we append; stripped when reading back
+CANCELLED = "cancelled"
+DEFAULT_DURATION = timedelta(hours=1)
+
+
+class InvalidBooking(ValueError):
+    """The booking cannot become an event; the message is shown to people in ``sync_error``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BookingFields:
+    """Directus field names (a deployment may rename them)."""
+
+    title: str = "title"
+    start: str = "start_datetime"
+    end: str = "end_datetime"
+    all_day: str = "all_day"
+    description: str = "description"
+    location: str = "location"
+    status: str = "status"
+    timezone: str = "timezone"
+    google_event_id: str = "google_event_id"
+    sync_status: str = "sync_status"
+    sync_error: str = "sync_error"
+    date_updated: str = "date_updated"
+
+
+FIELDS = BookingFields()
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidBooking(f"unknown time zone {name!r}") from None
+
+
+def parse_instant(value: Any, zone: ZoneInfo, field: str) -> datetime:
+    """A Directus timestamp/dateTime value as an aware datetime; naive values are read in ``zone``."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidBooking(f"{field} is not a date and time: {value!r}") from None
+    else:
+        raise InvalidBooking(f"{field} is empty")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
+
+
+def _utc_text(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def canonical(summary: str, description: str, location: str, start: str, end: str, cancelled: bool) -> str:
+    return json.dumps([summary, description, location, start, end, cancelled], ensure_ascii=False)
+
+
+def content_hash(canonical_form: str) -> str:
+    return hashlib.sha256(canonical_form.encode()).hexdigest()[:32]
+
+
+def _event_time_canonical(value: Mapping[str, Any]) -> str:
+    if value.get("date"):
+        return str(value["date"])
+    raw = str(value.get("dateTime", ""))
+    try:
+        return _utc_text(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+    except ValueError:
+        return raw
+
+
+def event_canonical(event: Mapping[str, Any]) -> str:
+    """The canonical form of a Google event (as Google returns it or as we send it)."""
+    return canonical(
+        str(event.get("summary") or ""),
+        str(event.get("description") or ""),
+        str(event.get("location") or ""),
+        _event_time_canonical(event.get("start") or {}),
+        _event_time_canonical(event.get("end") or {}),
+        event.get("status") == CANCELLED,
+    )
+
+
+def event_hash(event: Mapping[str, Any]) -> str:
+    return content_hash(event_canonical(event))
+
+
+def footer(collection: str, key: str, link_base: str | None) -> str:
+    """The line that ties an event to its booking, with a link to the item when Directus's URL is known."""
+    if link_base:
+        return f"{FOOTER_MARK}#{key}: {link_base}/admin/content/{collection}/{key}"
+    return f"{FOOTER_MARK}#{key} in Directus ({collection})"
+
+
+def strip_footer(description: str) -> str:
+    index = description.rfind(FOOTER_MARK)
+    return description[:index] if index >= 0 else description
+
+
+def booking_to_event(
+    item: Mapping[str, Any],
+    *,
+    collection: str,
+    key: str,
+    default_timezone: str,
+    link_base: str | None,
+    fields: BookingFields = FIELDS,
+) -> dict[str, Any]:
+    """The Google event body for a booking (without id). Raises InvalidBooking with a readable reason."""
+    zone_name = str(item.get(fields.timezone) or default_timezone)
+    zone = _zone(zone_name)
+    start = parse_instant(item.get(fields.start), zone, fields.start)
+    end_value = item.get(fields.end)
+    end = parse_instant(end_value, zone, fields.end) if end_value else start + DEFAULT_DURATION
+    if end < start:
+        raise InvalidBooking(
+            f"{fields.end} ({end_value}) is before {fields.start} ({item.get(fields.start)})"
+        )
+    description = str(item.get(fields.description) or "") + footer(collection, key, link_base)
+    body: dict[str, Any] = {
+        "summary": str(item.get(fields.title) or "(no title)"),
+        "description": description,
+        "location": str(item.get(fields.location) or ""),
+        "status": CANCELLED if str(item.get(fields.status) or "").lower() == CANCELLED else "confirmed",
+    }
+    if item.get(fields.all_day):
+        first = start.astimezone(zone).date()
+        local_end = end.astimezone(zone)
+        # An end at local midnight after the start is already exclusive; any other end is the last day.
+        last_exclusive = (
+            local_end.date()
+            if local_end.time() == time(0) and end > start
+            else local_end.date() + timedelta(days=1)
+        )
+        body["start"] = {"date": first.isoformat()}
+        body["end"] = {"date": max(last_exclusive, first + timedelta(days=1)).isoformat()}
+    else:
+        if end == start:
+            end = start + timedelta(minutes=1) if end_value else start + DEFAULT_DURATION
+        body["start"] = {"dateTime": start.astimezone(zone).isoformat(), "timeZone": zone_name}
+        body["end"] = {"dateTime": end.astimezone(zone).isoformat(), "timeZone": zone_name}
+    body["extendedProperties"] = {
+        "private": {PRIVATE_KEY: key, PRIVATE_COLLECTION: collection, PRIVATE_HASH: event_hash(body)}
+    }
+    return body
+
+
+def _event_instant(value: Mapping[str, Any], zone: ZoneInfo) -> tuple[datetime, bool]:
+    if value.get("date"):
+        day = date.fromisoformat(str(value["date"]))
+        return datetime.combine(day, time(0), tzinfo=zone), True
+    instant = datetime.fromisoformat(str(value["dateTime"]).replace("Z", "+00:00"))
+    return (instant if instant.tzinfo else instant.replace(tzinfo=zone)), False
+
+
+def event_to_booking(
+    event: Mapping[str, Any], *, default_timezone: str, fields: BookingFields = FIELDS
+) -> dict[str, Any]:
+    """The booking fields a Google event sets (timestamps in UTC with an explicit offset)."""
+    zone = ZoneInfo(str((event.get("start") or {}).get("timeZone") or default_timezone))
+    start, all_day = _event_instant(event.get("start") or {}, zone)
+    end, _ = _event_instant(event.get("end") or event.get("start") or {}, zone)
+    return {
+        fields.title: str(event.get("summary") or ""),
+        fields.description: strip_footer(str(event.get("description") or "")),
+        fields.location: str(event.get("location") or ""),
+        fields.start: _utc_text(start),
+        fields.end: _utc_text(end),
+        fields.all_day: all_day,
+        fields.status: CANCELLED if event.get("status") == CANCELLED else "confirmed",
+    }
+
+
+def private_properties(event: Mapping[str, Any]) -> dict[str, str]:
+    extended = event.get("extendedProperties") or {}
+    return dict(extended.get("private") or {})

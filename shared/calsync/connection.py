@@ -1,0 +1,66 @@
+"""The Google connection's lifecycle: connected, needs a new consent, disconnected.
+
+``invalid_grant`` (a revoked or expired refresh token) can surface anywhere the product talks to Google;
+every such place calls :func:`mark_needs_reconnect`, which records it once and logs ERROR once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from calsync import logs
+from calsync.store import ConnectionStatus, SyncStore, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def mark_connected(store: SyncStore, connection: str, account: str, scopes: Sequence[str]) -> ConnectionStatus:
+    _, after = store.update_status(
+        connection,
+        {"state": "connected", "account": account, "scopes": tuple(scopes), "connected_at": utcnow(),
+         "last_error": None},
+    )  # fmt: skip
+    log.info("Google account connected", extra=logs.fields(connection=connection, account=account))
+    return after
+
+
+def mark_needs_reconnect(store: SyncStore, connection: str, reason: str) -> bool:
+    """Record that only a new consent can fix the connection. True if this call made the transition."""
+    before, _ = store.update_status(
+        connection, {"state": "needs_reconnect", "last_error": f"Google refused the stored token: {reason}"}
+    )
+    if before.state == "needs_reconnect":
+        return False
+    log.error(
+        "Google connection needs a new consent (the refresh token was revoked or expired); "
+        "changes are queued until an admin reconnects",
+        extra=logs.fields(connection=connection, reason=reason),
+    )
+    return True
+
+
+def mark_disconnected(store: SyncStore, connection: str) -> None:
+    store.update_status(
+        connection, {"state": "disconnected", "account": None, "scopes": (), "connected_at": None, "last_error": None}
+    )
+
+
+def status_body(store: SyncStore, connection: str) -> dict[str, Any]:
+    """What /status (and the Directus settings item) shows: the connection, the last cycle, what waits."""
+    status = store.get_status(connection)
+    return {
+        "connection": connection,
+        "connected": status.state == "connected",
+        "state": status.state,
+        "needs_reconnect": status.state == "needs_reconnect",
+        "account": status.account,
+        "scopes": list(status.scopes),
+        "connected_at": status.connected_at.isoformat() if status.connected_at else None,
+        "last_cycle_at": status.last_cycle_at.isoformat() if status.last_cycle_at else None,
+        "last_cycle": dict(status.last_cycle) if status.last_cycle else None,
+        "last_error": status.last_error,
+        "pending_outbox": store.count_outbox(connection),
+        "dead_letters": store.count_dead_letters(connection),
+    }

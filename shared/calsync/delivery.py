@@ -1,0 +1,105 @@
+"""What a Directus delivery to booking_hook means, from any of the three body shapes it can have.
+
+- a Flow's ``{{$trigger}}``: ``{"event": "bookings.items.create", "key": 5, "payload": {...}, "collection": ...}``
+  (update and delete carry ``keys``);
+- the wrapper ``calsync directus setup`` configures: ``{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}``;
+- a legacy Directus webhook: ``{"event": "items.create", "accountability": {"user": ...}, "key"/"keys": ...}``.
+
+The payload is never trusted for content (an update carries only the changed fields, and a later delivery
+may already be stale): only the action and the keys are taken from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from calsync.http import HttpError
+
+Action = Literal["upsert", "delete"]
+_ACTIONS: dict[str, Action] = {"create": "upsert", "update": "upsert", "delete": "delete"}
+_NO_USER = ("", "null", "undefined", "none")
+MAX_KEYS = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    action: Action
+    collection: str
+    keys: tuple[str, ...]
+    user: str | None
+
+
+Key = str | int
+
+
+class _Accountability(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    user: str | None = None
+
+
+class _Trigger(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    event: str = Field(min_length=1)
+    collection: str | None = None
+    key: Key | None = None
+    keys: list[Key] | None = None
+    payload: Any = None
+    accountability: _Accountability | None = None
+
+
+def _problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def parse_delivery(body: Any, expected_collection: str) -> Delivery:
+    """The delivery's action, collection, keys and user; HttpError 4xx naming what is wrong."""
+    if not isinstance(body, dict):
+        raise HttpError(400, "body must be a JSON object")
+    user: Any = None
+    if "trigger" in body:
+        user = body.get("user")
+        body = body["trigger"]
+        if not isinstance(body, dict):
+            raise HttpError(400, "trigger must be a JSON object")
+    try:
+        trigger = _Trigger.model_validate(body)
+    except ValidationError as exc:
+        raise HttpError(400, f"invalid delivery: {_problem(exc)}") from None
+    if user is None and trigger.accountability is not None:
+        user = trigger.accountability.user
+    parts = trigger.event.split(".")
+    # "bookings.items.create" (Flow) or "items.create" (legacy webhook)
+    if len(parts) not in (2, 3) or parts[-2] != "items" or parts[-1] not in _ACTIONS:
+        raise HttpError(
+            400, f"unknown event {trigger.event!r}: expected <collection>.items.create|update|delete"
+        )
+    collection = trigger.collection or (parts[0] if len(parts) == 3 else None)
+    if not collection:
+        raise HttpError(400, "collection is missing")
+    if collection != expected_collection:
+        raise HttpError(
+            422,
+            f"collection {collection!r} is not the configured DIRECTUS_COLLECTION {expected_collection!r}",
+        )
+    raw_keys: list[Key] = list(trigger.keys or [])
+    if trigger.key is not None:
+        raw_keys.append(trigger.key)
+    if not raw_keys and parts[-1] == "delete" and isinstance(trigger.payload, list):
+        raw_keys = [k for k in trigger.payload if isinstance(k, str | int)]
+    keys = tuple(dict.fromkeys(str(k).strip() for k in raw_keys if str(k).strip()))
+    if not keys:
+        raise HttpError(400, "no keys: expected key or keys")
+    if len(keys) > MAX_KEYS:
+        raise HttpError(413, f"too many keys in one delivery: {len(keys)}, limit {MAX_KEYS}")
+    user_id = str(user).strip() if user is not None else ""
+    return Delivery(
+        action=_ACTIONS[parts[-1]],
+        collection=collection,
+        keys=keys,
+        user=None if user_id.lower() in _NO_USER else user_id,
+    )

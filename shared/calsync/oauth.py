@@ -1,0 +1,296 @@
+"""Connecting a Google account: the consent start, the callback, and disconnecting.
+
+The consent runs through google-auth-oauthlib's ``Flow`` (PKCE S256, ``access_type=offline``). The ``state``
+is unguessable, signed with a key derived from CONNECT_KEY (a forged one is refused before any lookup) and
+single-use (consumed atomically from the SyncStore together with its PKCE verifier). Only this module imports
+oauthlib, so the other functions do not pay for it.
+
+Scopes: ``calendar.events`` is all the sync needs (read and write events, incremental sync); ``openid`` and
+``userinfo.email`` let the token response say which account consented (its ID token), without an extra call
+and without the broader ``calendar`` scope.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import logging
+import os
+import secrets
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import flask
+import requests
+from pydantic import SecretStr
+
+from calsync import logs
+from calsync.connection import mark_connected, mark_disconnected
+from calsync.settings import Settings
+from calsync.store import OAuthState, StoreError, utcnow
+from calsync.wiring import App
+
+log = logging.getLogger(__name__)
+
+CALENDAR_EVENTS_SCOPE = "https://www.googleapis.com/auth/calendar.events"
+CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar"
+EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
+SCOPES = ("openid", EMAIL_SCOPE, CALENDAR_EVENTS_SCOPE)
+STATE_TTL = timedelta(minutes=10)
+TIMEOUT_S = 15
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class TokenEndpointDown(Exception):
+    """Google's token endpoint answered 5xx/429: Google's failure, not the admin's."""
+
+
+# -- pages --------------------------------------------------------------------------------------------
+
+
+def page(status: int, title: str, text: str, action: str | None = None) -> flask.Response:
+    """A short HTML page that says what happened and what to do; every piece of text is escaped."""
+    body = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>{t}</title>"
+        "<body style='font-family:sans-serif;max-width:40em;margin:3em auto'>"
+        "<h1>{t}</h1><p>{x}</p>{a}</body></html>"
+    ).format(
+        t=html.escape(title),
+        x=html.escape(logs.scrub(text)),
+        a=f"<p>{html.escape(action)}</p>" if action else "",
+    )
+    response = flask.Response(body, status=status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
+
+
+START_AGAIN = "Open the “Connect Google Calendar” link again to start over."
+
+
+# -- state --------------------------------------------------------------------------------------------
+
+
+def _state_key(connect_key: SecretStr) -> bytes:
+    return hashlib.sha256(b"calsync-oauth-state\0" + connect_key.get_secret_value().encode()).digest()
+
+
+def _signature(connect_key: SecretStr, nonce: str) -> str:
+    digest = hmac.new(_state_key(connect_key), nonce.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
+
+
+def new_state(connect_key: SecretStr) -> str:
+    nonce = secrets.token_urlsafe(32)
+    return f"{nonce}.{_signature(connect_key, nonce)}"
+
+
+def state_is_signed(connect_key: SecretStr, state: str) -> bool:
+    nonce, _, signature = state.partition(".")
+    return bool(nonce and signature) and hmac.compare_digest(signature, _signature(connect_key, nonce))
+
+
+# -- the consent flow ---------------------------------------------------------------------------------
+
+
+def _allow_plain_http_on_loopback(settings: Settings) -> None:
+    """oauthlib refuses http:// endpoints; the local Google fake is one. Production URIs are https."""
+    for uri in (settings.google_auth_uri, settings.google_token_uri):
+        if uri.scheme == "http" and uri.host in _LOOPBACK:
+            os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    # include_granted_scopes may return more scopes than asked for; oauthlib would raise "Scope has
+    # changed". We check the granted scopes ourselves below.
+    os.environ["OAUTHLIB_RELAX_TOKEN_SCOPE"] = "1"
+
+
+def _flow(settings: Settings, state: str | None = None, code_verifier: str | None = None) -> Any:
+    from google_auth_oauthlib.flow import Flow
+
+    _allow_plain_http_on_loopback(settings)
+    assert settings.google_client_secret is not None
+    redirect_uri = str(settings.google_redirect_uri)
+    client_config = {
+        "web": {
+            "client_id": settings.google_client_id,
+            "client_secret": settings.google_client_secret.get_secret_value(),
+            "auth_uri": str(settings.google_auth_uri),
+            "token_uri": str(settings.google_token_uri),
+            "redirect_uris": [redirect_uri],
+        }
+    }
+    return Flow.from_client_config(
+        client_config, scopes=list(SCOPES), redirect_uri=redirect_uri, state=state, code_verifier=code_verifier
+    )
+
+
+def start(app: App) -> flask.Response:
+    """302 to Google's consent screen with a fresh single-use state."""
+    settings = app.settings
+    assert settings.connect_key is not None
+    state = new_state(settings.connect_key)
+    flow = _flow(settings)
+    url, _ = flow.authorization_url(
+        state=state, access_type="offline", prompt="consent", include_granted_scopes="true"
+    )
+    app.store.put_oauth_state(
+        OAuthState(state=state, connection=app.connection, code_verifier=flow.code_verifier,
+                   expires_at=utcnow() + STATE_TTL)
+    )  # fmt: skip
+    response = flask.redirect(url, code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _granted_scopes(token: dict[str, Any]) -> list[str]:
+    scope = token.get("scope") or []
+    return scope.split() if isinstance(scope, str) else [str(s) for s in scope]
+
+
+def _account_from_id_token(id_token: str | None) -> tuple[str | None, bool]:
+    """(email, verified) from the ID token's claims.
+
+    Its signature is not checked: it came straight from Google's token endpoint over TLS, which OpenID
+    Connect Core 3.1.3.7 allows in place of validation."""
+    if not id_token or id_token.count(".") != 2:
+        return None, False
+    payload = id_token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        return None, False
+    email = claims.get("email")
+    return (str(email).lower() if email else None), bool(claims.get("email_verified", False))
+
+
+def account_allowed(settings: Settings, account: str) -> bool:
+    """ALLOWED_GOOGLE_ACCOUNTS: comma-separated emails or @domain; unset allows any account."""
+    if not settings.allowed_google_accounts:
+        return True
+    account = account.lower()
+    for rule in (r.strip().lower() for r in settings.allowed_google_accounts.split(",")):
+        if rule and (account == rule or (rule.startswith("@") and account.endswith(rule))):
+            return True
+    return False
+
+
+def revoke(settings: Settings, token: str) -> tuple[bool, str]:
+    """Revoke a token at Google. (revoked, detail); an already invalid token counts as revoked."""
+    try:
+        response = requests.post(
+            str(settings.google_revoke_uri), data={"token": token}, timeout=TIMEOUT_S,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )  # fmt: skip
+    except requests.RequestException as exc:
+        return False, f"Google's revoke endpoint could not be reached ({type(exc).__name__})"
+    if response.ok:
+        return True, "revoked at Google"
+    if response.status_code == 400:
+        return True, "Google already considered the token invalid"
+    return False, f"Google's revoke endpoint answered {response.status_code}"
+
+
+def _check_token_response(response: requests.Response) -> requests.Response:
+    if response.status_code >= 500 or response.status_code == 429:
+        raise TokenEndpointDown(f"Google's token endpoint answered {response.status_code}")
+    return response
+
+
+def callback(app: App, request: flask.Request) -> flask.Response:
+    """Finish the consent: check the state, exchange the code, keep the refresh token, go back to Directus."""
+    settings = app.settings
+    assert settings.connect_key is not None
+    args = request.args
+    if args.get("error"):
+        error = args["error"]
+        if error == "access_denied":
+            return page(403, "Access was not granted",
+                        "Google says the consent was declined, so nothing was connected.", START_AGAIN)  # fmt: skip
+        return page(400, "Google reported an error", f"Google answered the consent with: {error}.", START_AGAIN)
+    state = args.get("state", "")
+    if not state:
+        return page(400, "Missing state", "This address lacks the state Google sends back.", START_AGAIN)
+    if not state_is_signed(settings.connect_key, state):
+        return page(400, "Unrecognised request", "This sign-in did not start here (its state is not ours).", START_AGAIN)
+    try:
+        stored = app.store.consume_oauth_state(state)
+    except StoreError:
+        log.exception("state store unavailable during the OAuth callback")
+        return page(503, "Temporarily unavailable", "The connection could not be checked right now.", START_AGAIN)
+    if stored is None:
+        return page(400, "Link already used", "This sign-in was already completed or is unknown.", START_AGAIN)
+    if stored.expired():
+        return page(400, "Link expired", "The sign-in took longer than 10 minutes.", START_AGAIN)
+    code = args.get("code", "")
+    if not code:
+        return page(400, "Missing code", "Google did not send an authorization code.", START_AGAIN)
+
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+
+    flow = _flow(settings, state=stored.state, code_verifier=stored.code_verifier)
+    flow.oauth2session.register_compliance_hook("access_token_response", _check_token_response)
+    try:
+        token: dict[str, Any] = dict(flow.fetch_token(code=code, timeout=TIMEOUT_S))
+    except TokenEndpointDown as exc:
+        log.warning("token exchange failed at Google", extra=logs.fields(error=str(exc)))
+        return page(502, "Google is not answering", f"{exc}; nothing was stored.", "Try again in a few minutes. " + START_AGAIN)
+    except requests.RequestException as exc:
+        log.warning("token endpoint unreachable", extra=logs.fields(error_type=type(exc).__name__))
+        return page(502, "Google is not answering", "Google's token endpoint could not be reached; nothing was stored.", START_AGAIN)
+    except OAuth2Error as exc:
+        log.warning("token exchange refused", extra=logs.fields(error=exc.error))
+        return page(400, "Google refused the sign-in", f"Google did not accept the authorization ({exc.error}).", START_AGAIN)
+    refresh_token = token.get("refresh_token")
+    logs.register_secret(refresh_token)
+    logs.register_secret(token.get("access_token"))
+
+    granted = _granted_scopes(token)
+    if CALENDAR_EVENTS_SCOPE not in granted and CALENDAR_SCOPE not in granted:
+        if refresh_token:
+            revoke(settings, refresh_token)
+        return page(403, "Calendar access was not granted",
+                    "The consent did not include access to your calendar events, which the sync needs.",
+                    "Start again and leave the calendar box ticked. " + START_AGAIN)  # fmt: skip
+    if not refresh_token:
+        return page(400, "Google kept the long-lived access back",
+                    "Google returned no refresh token, so the sync could not run while you are away.",
+                    "Remove this app at https://myaccount.google.com/permissions, then connect again.")  # fmt: skip
+    account, verified = _account_from_id_token(token.get("id_token"))
+    if account is None or not verified:
+        revoke(settings, refresh_token)
+        return page(400, "Unknown account", "Google did not confirm which account consented.", START_AGAIN)
+    if not account_allowed(settings, account):
+        revoke(settings, refresh_token)
+        log.warning("consent from an account that is not allowed", extra=logs.fields(account=account))
+        return page(403, "This account is not allowed",
+                    f"{account} is not in ALLOWED_GOOGLE_ACCOUNTS; nothing was stored and its access was revoked.",
+                    "Connect with an allowed account.")  # fmt: skip
+    try:
+        app.tokens.put(refresh_token, app.connection)
+        mark_connected(app.store, app.connection, account, granted)
+    except StoreError:
+        log.exception("could not store the refresh token")
+        return page(503, "Could not save the connection", "The token store is unavailable; nothing changed.", START_AGAIN)
+    app.forget_calendar()
+    app.publish_status()
+    target = settings.directus_link_base
+    if target is None:
+        return page(200, "Google Calendar connected", f"Connected as {account}. You can close this page.")
+    separator = "&" if urlsplit(target).query else "?"
+    return flask.redirect(f"{target}{separator}{urlencode({'calendar_connected': account})}", code=302)
+
+
+def disconnect(app: App) -> dict[str, Any]:
+    """Revoke the refresh token at Google, destroy every stored copy, mark the connection disconnected."""
+    token = app.tokens.get(app.connection)
+    revoked, detail = revoke(app.settings, token) if token else (True, "no token was stored")
+    app.tokens.delete(app.connection)
+    mark_disconnected(app.store, app.connection)
+    app.forget_calendar()
+    app.publish_status()
+    if not revoked:
+        log.warning("token forgotten here but not revoked at Google", extra=logs.fields(detail=detail))
+    return {"disconnected": True, "revoked": revoked, "detail": detail}

@@ -93,11 +93,14 @@ def _event_time_canonical(value: Mapping[str, Any]) -> str:
 
 
 def event_canonical(event: Mapping[str, Any]) -> str:
-    """The canonical form of a Google event (as Google returns it or as we send it)."""
+    """The canonical form of a Google event (as Google returns it or as we send it).
+
+    It holds what the booking holds, so our footer is left out: an event created in Google and imported
+    (no footer) hashes the same as the event we would write back for that booking (with footer)."""
     return canonical(
-        str(event.get("summary") or ""),
-        str(event.get("description") or ""),
-        str(event.get("location") or ""),
+        str(event.get("summary") or "").strip(),
+        strip_footer(str(event.get("description") or "")).strip(),
+        str(event.get("location") or "").strip(),
         _event_time_canonical(event.get("start") or {}),
         _event_time_canonical(event.get("end") or {}),
         event.get("status") == CANCELLED,
@@ -141,7 +144,7 @@ def booking_to_event(
         )
     description = str(item.get(fields.description) or "") + footer(collection, key, link_base)
     body: dict[str, Any] = {
-        "summary": str(item.get(fields.title) or "(no title)"),
+        "summary": str(item.get(fields.title) or ""),  # Google shows "(No title)" itself
         "description": description,
         "location": str(item.get(fields.location) or ""),
         "status": CANCELLED if str(item.get(fields.status) or "").lower() == CANCELLED else "confirmed",

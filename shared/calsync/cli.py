@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from calsync.http import MissingSettings
 from calsync.settings import SettingsError, load_settings
 from calsync.store import StoreError
 from calsync.wiring import App, set_app
@@ -70,6 +71,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(args: argparse.Namespace) -> int:
+    from calsync.cycle import run_cycle
+
+    app = App(load_settings())
+    app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
+    result = run_cycle(app)
+    print(json.dumps(result.body, indent=2))
+    return 0 if result.http_status < 400 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calsync", description="Directus bookings <-> Google Calendar sync")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8080))
     serve.set_defaults(run=_serve)
+    sync = commands.add_parser("sync", help="run one sync cycle (what calendar_import does) and print its summary")
+    sync.set_defaults(run=_sync)
     status = commands.add_parser("status", help="print the connection status as JSON")
     status.set_defaults(run=_status)
     return parser
@@ -88,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
+    except MissingSettings as exc:
+        print(f"calsync: {exc.message}", file=sys.stderr)
+        return 2
     except (SettingsError, StoreError) as exc:
         print(f"calsync: {exc}", file=sys.stderr)
         return 2

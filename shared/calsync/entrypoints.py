@@ -21,9 +21,6 @@ from calsync.http import (
 )
 from calsync.wiring import App, get_app
 
-NOT_YET = "not implemented yet in this version"
-
-
 def _route(request: flask.Request) -> str:
     return "/" + request.path.strip("/")
 
@@ -62,7 +59,9 @@ def booking_hook(request: flask.Request) -> flask.Response:
     require_bearer(request, app.settings.webhook_secret, "WEBHOOK_SECRET")
     require_method(request, "POST")
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
-    raise HttpError(501, f"booking delivery: {NOT_YET}")
+    from calsync.hook import handle_delivery
+
+    return handle_delivery(app, request)
 
 
 @guarded("calendar_import")
@@ -71,6 +70,7 @@ def calendar_import(request: flask.Request) -> flask.Response:
     app = get_app()
     require_method(request, "POST")
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
-    if app.tokens.get(app.connection) is None:
-        return json_response(200, {"status": "not_connected"})
-    raise HttpError(501, f"sync cycle: {NOT_YET}")
+    from calsync.cycle import run_cycle
+
+    result = run_cycle(app)
+    return json_response(result.http_status, result.body)

@@ -107,6 +107,16 @@ class App:
         client: DirectusClient = self._once("directus", build)
         return client
 
+    def directus_fields(self) -> frozenset[str]:
+        """The bookings collection's field names (write-backs touch only fields that exist)."""
+        fields: frozenset[str] = self._once("directus_fields", lambda: frozenset(self.directus.fields()))
+        return fields
+
+    def sync_user_id(self) -> str | None:
+        """The Directus user behind DIRECTUS_TOKEN: deliveries it caused are our own echoes."""
+        user: str | None = self._once("sync_user", lambda: self.directus.current_user_id())
+        return user
+
     def calendar(self) -> GoogleCalendar | None:
         """The Calendar client for the stored refresh token; None when no account is connected.
 

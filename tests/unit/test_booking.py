@@ -126,3 +126,22 @@ def test_invalid_bookings_say_why(item: dict[str, object], reason: str) -> None:
 def test_missing_end_defaults_to_one_hour() -> None:
     event = to_event({"start_datetime": "2026-07-01T10:00:00Z"})
     assert event["end"]["dateTime"] == "2026-07-01T11:00:00+00:00"
+
+
+def test_an_imported_event_hashes_like_the_event_its_booking_would_write() -> None:
+    google = {
+        "summary": "Walk-in",
+        "description": "from the phone",
+        "location": "",
+        "start": {"dateTime": "2026-07-01T10:00:00+02:00", "timeZone": "Europe/Rome"},
+        "end": {"dateTime": "2026-07-01T11:00:00+02:00", "timeZone": "Europe/Rome"},
+        "status": "confirmed",
+    }
+    booking = event_to_booking(google, default_timezone="UTC")
+    written = to_event(booking, tz="Europe/Rome")
+    assert written["description"] != google["description"]  # we add the footer...
+    assert event_hash(written) == event_hash(google)  # ...and still recognise it as the same appointment
+
+
+def test_untitled_booking_stays_untitled() -> None:
+    assert to_event({"start_datetime": "2026-07-01T10:00:00Z"})["summary"] == ""

@@ -1,0 +1,34 @@
+"""booking_hook: one Directus delivery in, the bookings' events written (or queued), a JSON answer out."""
+
+from __future__ import annotations
+
+import logging
+
+import flask
+
+from calsync import logs
+from calsync.delivery import parse_delivery
+from calsync.http import json_response, read_json
+from calsync.push import Pusher
+from calsync.wiring import App
+
+log = logging.getLogger(__name__)
+
+
+def handle_delivery(app: App, request: flask.Request) -> flask.Response:
+    """200 when every booking is settled (synced, unchanged or invalid), 202 when some wait in the outbox."""
+    delivery = parse_delivery(read_json(request), app.settings.directus_collection)
+    if delivery.user is not None and delivery.user == app.sync_user_id():
+        # Our own write-back (or import) fired the Flow again: nothing to send to Google.
+        return json_response(200, {"skipped": list(delivery.keys), "reason": "written by the sync itself"})
+    outcome = Pusher(app).push(delivery.action, delivery.keys)
+    for key, reason in outcome.failed.items():
+        app.store.enqueue(app.connection, delivery.collection, key, outcome.failed_action[key], error=reason)
+    body = {"action": delivery.action, **outcome.as_json()}
+    log.info(
+        "delivery handled",
+        extra=logs.fields(action=delivery.action, keys=len(delivery.keys), synced=len(outcome.synced),
+                          deleted=len(outcome.deleted), skipped=len(outcome.skipped), invalid=len(outcome.invalid),
+                          queued=len(outcome.failed)),  # fmt: skip
+    )
+    return json_response(202 if outcome.failed else 200, body)

@@ -1,0 +1,353 @@
+"""Google -> Directus: apply a calendar's changes to the bookings, page by page.
+
+Incremental sync with Google's sync token; a first run (or a 410 fullSyncRequired) lists the window from
+IMPORT_WINDOW_DAYS back with ``singleEvents=true``. Each page is applied with one bulk read of mappings,
+one bulk read, create and update in Directus, and one batch of stamping patches in Google; the new sync token
+is saved only after the last page is committed, so a crash repeats work and never drops any.
+
+Nothing is ever cancelled because it is absent from a listing (an event outside the window is simply not
+seen): only an explicit ``status: cancelled`` from Google cancels a booking. Cancellations are held until
+the end of the cycle and applied only if they stay under the mass-cancel guard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from calsync import logs
+from calsync.booking import (
+    CANCELLED,
+    PRIVATE_COLLECTION,
+    PRIVATE_HASH,
+    PRIVATE_KEY,
+    event_hash,
+    event_to_booking,
+    parse_instant,
+    private_properties,
+)
+from calsync.directus import DirectusClient, DirectusValidationError
+from calsync.google_calendar import EventsPage, GoogleCalendar, GoogleError, GoogleGone
+from calsync.store import Cursor, DeadLetter, EventMapping, SyncStore, utcnow
+from calsync.wiring import App
+
+log = logging.getLogger(__name__)
+
+STAMP_BATCH = 50
+
+
+class MassCancelRefused(Exception):
+    """The cycle would cancel an unusual share of the bookings; nothing was cancelled."""
+
+
+@dataclasses.dataclass
+class PullSummary:
+    created: int = 0
+    updated: int = 0
+    cancelled: int = 0
+    skipped_echoes: int = 0
+    conflicts_directus_won: int = 0
+    dead_letters: int = 0
+    pages: int = 0
+    full_sync: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cancel:
+    mapping: EventMapping
+    event: dict[str, Any]
+
+
+def _instant(value: Any) -> datetime | None:
+    """A timestamp from either side as an aware datetime (naive ones are UTC, as Directus sends them)."""
+    if not value:
+        return None
+    try:
+        return parse_instant(value, ZoneInfo("UTC"), "time")
+    except ValueError:
+        return None
+
+
+class Puller:
+    def __init__(self, app: App, calendar: GoogleCalendar) -> None:
+        self.app = app
+        self.calendar = calendar
+        self.store: SyncStore = app.store
+        self.directus: DirectusClient = app.directus
+        self.settings = app.settings
+        self.connection = app.connection
+        self.collection = app.settings.directus_collection
+        self.calendar_id = app.settings.google_calendar_id
+        self.fields = app.directus_fields()
+        self.summary = PullSummary()
+        self._cancels: list[_Cancel] = []
+
+    # -- the whole pull -------------------------------------------------------------------------------
+    def run(self, now: datetime | None = None) -> PullSummary:
+        now = now or utcnow()
+        cursor = self.store.get_cursor(self.connection, self.calendar_id) or Cursor(self.connection, self.calendar_id)
+        try:
+            next_token, window = self._apply_pages(cursor, now)
+        except GoogleGone as exc:
+            if not exc.full_sync_required:
+                raise
+            log.warning("sync token expired: full sync", extra=logs.fields(calendar=self.calendar_id))
+            cursor = dataclasses.replace(cursor, sync_token=None, window_start=None)
+            self._cancels.clear()
+            next_token, window = self._apply_pages(cursor, now)
+        self._apply_cancellations()  # raises MassCancelRefused before the token moves on
+        latest = self.store.get_cursor(self.connection, self.calendar_id) or cursor
+        self.store.put_cursor(dataclasses.replace(latest, sync_token=next_token, window_start=window, updated_at=utcnow()))
+        return self.summary
+
+    def _pages(self, cursor: Cursor, now: datetime) -> Iterator[EventsPage]:
+        page_token: str | None = None
+        if cursor.sync_token:
+            window = cursor.window_start
+        else:
+            self.summary.full_sync = True
+            window = now - timedelta(days=self.settings.import_window_days)
+        while True:
+            if cursor.sync_token:
+                page = self.calendar.list_events(sync_token=cursor.sync_token, page_token=page_token)
+            else:
+                page = self.calendar.list_events(time_min=window, page_token=page_token)
+            yield page
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def _apply_pages(self, cursor: Cursor, now: datetime) -> tuple[str | None, datetime | None]:
+        window = cursor.window_start if cursor.sync_token else now - timedelta(days=self.settings.import_window_days)
+        next_token: str | None = None
+        for page in self._pages(cursor, now):
+            self.summary.pages += 1
+            self._apply_page(page.items)
+            next_token = page.next_sync_token or next_token
+        return next_token, window
+
+    # -- one page -------------------------------------------------------------------------------------
+    def _apply_page(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        mappings = self.store.get_mappings_by_event(self.connection, self.calendar_id, [e["id"] for e in events])
+        # Ours but unmapped (a crash between insert and mapping): find the mapping through the stamped key.
+        stamped = {
+            private_properties(e).get(PRIVATE_KEY): e["id"]
+            for e in events
+            if e["id"] not in mappings and private_properties(e).get(PRIVATE_COLLECTION) == self.collection
+        }
+        stamped.pop(None, None)
+        if stamped:
+            by_key = self.store.get_mappings(self.connection, self.collection, [k for k in stamped if k])
+            for key, mapping in by_key.items():
+                mappings[stamped[key]] = mapping
+
+        creates: list[dict[str, Any]] = []
+        updates: list[tuple[EventMapping, dict[str, Any], str]] = []
+        for event in events:
+            mapping = mappings.get(event["id"])
+            if event.get("status") == CANCELLED:
+                if mapping is not None:
+                    self._cancels.append(_Cancel(mapping, event))
+                continue  # an unknown event that is gone: nothing to do
+            digest = event_hash(event)
+            if mapping is not None and mapping.content_hash == digest:
+                self.summary.skipped_echoes += 1
+                continue
+            if mapping is not None:
+                updates.append((mapping, event, digest))
+            else:
+                creates.append(event)
+        if updates:
+            self._update_bookings(updates)
+        if creates:
+            self._create_bookings(creates)
+
+    def _booking_values(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            values = event_to_booking(event, default_timezone=self.settings.timezone)
+        except (KeyError, ValueError) as exc:
+            self._dead(event, f"cannot read the event's times: {exc}")
+            return None
+        return {name: value for name, value in values.items() if name in self.fields}
+
+    def _dead(self, event: dict[str, Any], reason: str) -> None:
+        self.summary.dead_letters += 1
+        self.store.add_dead_letter(
+            DeadLetter(self.connection, "google", str(event.get("id")), reason,
+                       payload={k: event.get(k) for k in ("summary", "start", "end", "status", "updated")})
+        )  # fmt: skip
+        log.warning("event skipped", extra=logs.fields(event_id=event.get("id"), reason=reason))
+
+    # -- updates --------------------------------------------------------------------------------------
+    def _update_bookings(self, updates: list[tuple[EventMapping, dict[str, Any], str]]) -> None:
+        current = self.directus.get_items([m.booking_key for m, _, _ in updates])
+        patches: list[dict[str, Any]] = []
+        applied: list[tuple[EventMapping, dict[str, Any], str]] = []
+        for mapping, event, digest in updates:
+            booking = current.get(mapping.booking_key)
+            if booking is None:
+                continue  # deleted in Directus; the delete delivery (or the outbox) removes the event
+            if self._directus_wins(mapping, booking, event):
+                continue
+            values = self._booking_values(event)
+            if values is None:
+                continue
+            changed = self._changed_fields(booking, values)
+            if changed:
+                patches.append({"id": booking.get("id", mapping.booking_key), **changed})
+            applied.append((mapping, event, digest))
+        rows = self._write_updates(patches)
+        self._remember(applied, rows)
+        self.summary.updated += len(patches)
+
+    def _directus_wins(self, mapping: EventMapping, booking: dict[str, Any], event: dict[str, Any]) -> bool:
+        """Changed on both sides since the last sync: the later change wins; the loser is logged."""
+        booking_changed = booking.get("date_updated")
+        if not booking_changed or booking_changed == mapping.directus_updated:
+            return False
+        directus_at, google_at = _instant(booking_changed), _instant(event.get("updated"))
+        if directus_at is None or google_at is None or google_at >= directus_at:
+            log.info("conflict: the Google change is later and wins",
+                     extra=logs.fields(booking=mapping.booking_key, event_id=event["id"], directus_updated=booking_changed,
+                                       google_updated=event.get("updated"), lost=self._brief(booking)))  # fmt: skip
+            return False
+        self.summary.conflicts_directus_won += 1
+        log.info("conflict: the Directus change is later and wins",
+                 extra=logs.fields(booking=mapping.booking_key, event_id=event["id"], directus_updated=booking_changed,
+                                   google_updated=event.get("updated"), lost=self._brief_event(event)))  # fmt: skip
+        return True
+
+    @staticmethod
+    def _brief(booking: dict[str, Any]) -> dict[str, Any]:
+        return {k: booking.get(k) for k in ("title", "start_datetime", "end_datetime", "status")}
+
+    @staticmethod
+    def _brief_event(event: dict[str, Any]) -> dict[str, Any]:
+        return {k: event.get(k) for k in ("summary", "start", "end", "status")}
+
+    def _changed_fields(self, booking: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        changed: dict[str, Any] = {}
+        for name, value in values.items():
+            old = booking.get(name)
+            if name == "status":
+                # Only cancelled-ness comes from Google; a booking's own "pending" etc. stays as it is.
+                if (str(old or "").lower() == CANCELLED) != (value == CANCELLED):
+                    changed[name] = value
+            elif name in ("start_datetime", "end_datetime"):
+                if _instant(old) != _instant(value):
+                    changed[name] = value
+            elif (old or "") != (value or "") and not (isinstance(value, bool) and bool(old) == value):
+                changed[name] = value
+        return changed
+
+    def _write_updates(self, patches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not patches:
+            return {}
+        rows = self.directus.update_items(patches)
+        return {str(row["id"]): row for row in rows}
+
+    def _remember(self, applied: list[tuple[EventMapping, dict[str, Any], str]], rows: dict[str, dict[str, Any]]) -> None:
+        now = utcnow()
+        self.store.put_mappings(
+            dataclasses.replace(
+                mapping,
+                event_id=event["id"],
+                content_hash=digest,
+                google_etag=event.get("etag"),
+                google_updated=event.get("updated"),
+                directus_updated=(rows.get(mapping.booking_key) or {}).get("date_updated", mapping.directus_updated),
+                synced_at=now,
+            )
+            for mapping, event, digest in applied
+        )
+
+    # -- creates --------------------------------------------------------------------------------------
+    def _create_bookings(self, events: list[dict[str, Any]]) -> None:
+        values = [(event, self._booking_values(event)) for event in events]
+        ready = [(event, v) for event, v in values if v is not None]
+        if not ready:
+            return
+        try:
+            rows = self.directus.create_items([v for _, v in ready])
+            created = list(zip([e for e, _ in ready], rows, strict=True))
+        except DirectusValidationError:
+            # One bad row fails the whole bulk call: find it one by one, dead-letter it, keep the rest.
+            created = []
+            for event, v in ready:
+                try:
+                    created.extend(zip([event], self.directus.create_items([v]), strict=True))
+                except DirectusValidationError as exc:
+                    self._dead(event, f"Directus refused the booking: {exc}")
+        now = utcnow()
+        mappings = [
+            EventMapping(
+                connection=self.connection,
+                collection=self.collection,
+                booking_key=str(row["id"]),
+                calendar_id=self.calendar_id,
+                event_id=event["id"],
+                content_hash=event_hash(event),
+                google_etag=event.get("etag"),
+                google_updated=event.get("updated"),
+                directus_updated=row.get("date_updated"),
+                synced_at=now,
+            )
+            for event, row in created
+        ]
+        self.store.put_mappings(mappings)
+        self.summary.created += len(mappings)
+        self._stamp(mappings)
+        if "google_event_id" in self.fields and mappings:
+            self.directus.update_items([{"id": m.booking_key, "google_event_id": m.event_id, "sync_status": "synced"}
+                                        for m in mappings] if "sync_status" in self.fields else
+                                       [{"id": m.booking_key, "google_event_id": m.event_id} for m in mappings])  # fmt: skip
+
+    def _stamp(self, mappings: list[EventMapping]) -> None:
+        """Write the booking key into each new event so later cycles (and a lost mapping) recognise it."""
+        requests_ = [
+            self.calendar.patch_request(
+                m.event_id,
+                {"extendedProperties": {"private": {PRIVATE_KEY: m.booking_key, PRIVATE_COLLECTION: self.collection,
+                                                    PRIVATE_HASH: m.content_hash}}},  # fmt: skip
+            )
+            for m in mappings
+        ]
+        for start in range(0, len(requests_), STAMP_BATCH):
+            results = self.calendar.batch(requests_[start : start + STAMP_BATCH])
+            for mapping, result in zip(mappings[start : start + STAMP_BATCH], results, strict=True):
+                if isinstance(result, GoogleError):
+                    # The booking and mapping exist; only the stamp is missing, which the mapping makes up for.
+                    log.warning("could not stamp the booking key into the event",
+                                extra=logs.fields(event_id=mapping.event_id, error=str(result)))  # fmt: skip
+                elif isinstance(result, dict):
+                    self.store.put_mappings([dataclasses.replace(mapping, google_etag=result.get("etag"),
+                                                                 google_updated=result.get("updated"))])  # fmt: skip
+
+    # -- cancellations --------------------------------------------------------------------------------
+    def _apply_cancellations(self) -> None:
+        if not self._cancels:
+            return
+        mapped = self.store.count_mappings(self.connection, self.calendar_id)
+        limit = max(10, int(self.settings.max_cancel_share * mapped))
+        if len(self._cancels) > limit:
+            raise MassCancelRefused(
+                f"Google reports {len(self._cancels)} cancelled events out of {mapped} synced bookings, more than "
+                f"MAX_CANCEL_SHARE={self.settings.max_cancel_share:.0%} (at least 10); nothing was cancelled"
+            )
+        keys = [c.mapping.booking_key for c in self._cancels]
+        if self.settings.on_google_delete == "delete":
+            self.directus.delete_items(keys)
+            self.store.delete_mappings(self.connection, self.collection, keys)
+        else:
+            current = self.directus.get_items(keys)
+            patches = [{"id": current[k].get("id", k), "status": CANCELLED} for k in keys
+                       if k in current and str(current[k].get("status") or "").lower() != CANCELLED]  # fmt: skip
+            rows = self._write_updates(patches)
+            self._remember([(c.mapping, c.event, event_hash(c.event)) for c in self._cancels if c.mapping.booking_key in current], rows)
+        self.summary.cancelled += len(self._cancels)

@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install run test test-deps lint fmt unit integration e2e directus iac requirements bundle bench clean
+.PHONY: install run test test-deps lint fmt unit directus iac requirements tf-check bundle bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -51,14 +51,18 @@ fmt: install
 	$(BIN)/ruff check --fix .
 
 test: test-deps lint
-	$(BIN)/python scripts/gen_requirements.py --check
+	UV=$(UV) $(BIN)/python scripts/gen_requirements.py --check
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-requirements: | $(UV)
+requirements: install
 	UV=$(UV) $(BIN)/python scripts/gen_requirements.py
+
+tf-check: iac
+	terraform fmt -check -recursive terraform
+	.cache/iac/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 
 bundle: install
 	$(BIN)/python scripts/bundle.py

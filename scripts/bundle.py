@@ -60,7 +60,9 @@ def build_bundle(function: str, out: Path) -> Path:
     requirements = source / "requirements.txt"
     if not main_py.is_file():
         raise SystemExit(f"bundle: {main_py.relative_to(ROOT)} does not exist")
-    if not requirements.is_file() or not requirements.read_text(encoding="utf-8").startswith(GENERATED_MARKER):
+    if not requirements.is_file() or not requirements.read_text(encoding="utf-8").startswith(
+        GENERATED_MARKER
+    ):
         raise SystemExit(
             f"bundle: {requirements.relative_to(ROOT)} is missing or not generated; run `make requirements`"
         )
@@ -82,7 +84,9 @@ def build_bundle(function: str, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build", help="output folder (default: build/)")
-    parser.add_argument("functions", nargs="*", metavar="FUNCTION", help=f"default: all of {', '.join(FUNCTIONS)}")
+    parser.add_argument(
+        "functions", nargs="*", metavar="FUNCTION", help=f"default: all of {', '.join(FUNCTIONS)}"
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.functions) - set(FUNCTIONS))
     if unknown:

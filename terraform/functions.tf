@@ -1,0 +1,76 @@
+locals {
+  # Plain settings, the same for every function (names are the product's documented environment contract).
+  environment = merge(
+    {
+      STORE                = local.store
+      TOKEN_STORE          = local.token_store
+      GOOGLE_CLOUD_PROJECT = var.project_id
+      GOOGLE_CLIENT_ID     = var.google_client_id
+      GOOGLE_REDIRECT_URI  = local.google_redirect_uri
+      GOOGLE_CALENDAR_ID   = var.calendar_id
+      DIRECTUS_URL         = var.directus_url
+      DIRECTUS_COLLECTION  = var.directus_collection
+      TIMEZONE             = var.timezone
+    },
+    var.directus_public_url == null ? {} : { DIRECTUS_PUBLIC_URL = var.directus_public_url },
+  )
+}
+
+resource "google_cloudfunctions2_function" "main" {
+  #checkov:skip=CKV_GCP_124:Callers are outside any VPC (Directus, browsers, Google's OAuth redirect, Cloud Scheduler), so ingress must be ALLOW_ALL; calendar_import is restricted by IAM (scheduler SA only), the two public ones authenticate every request in code.
+  for_each = local.functions
+
+  project     = var.project_id
+  location    = var.region
+  name        = each.value.name
+  description = each.value.description
+
+  build_config {
+    runtime           = "python312"
+    entry_point       = each.key
+    service_account   = google_service_account.builder.id
+    docker_repository = google_artifact_registry_repository.functions.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.source[each.key].name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email = google_service_account.function[each.key].email
+
+    available_memory                 = var.functions[each.key].memory
+    available_cpu                    = var.functions[each.key].cpu
+    timeout_seconds                  = var.functions[each.key].timeout_seconds
+    min_instance_count               = var.functions[each.key].min_instances
+    max_instance_count               = var.functions[each.key].max_instances
+    max_instance_request_concurrency = 1
+    # Reachable from the internet (Directus, browsers, Cloud Scheduler are not in a VPC); who may invoke is
+    # decided by the Cloud Run invoker bindings in service_accounts.tf.
+    ingress_settings               = "ALLOW_ALL"
+    all_traffic_on_latest_revision = true
+
+    environment_variables = local.environment
+
+    dynamic "secret_environment_variables" {
+      for_each = local.secret_env[each.key]
+      content {
+        key        = local.secrets[secret_environment_variables.value].env
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.main[secret_environment_variables.value].secret_id
+        version    = "latest"
+      }
+    }
+  }
+
+  depends_on = [
+    google_project_service.main,
+    google_project_iam_member.builder_logs,
+    google_project_iam_member.builder_sources,
+    google_artifact_registry_repository_iam_member.builder,
+    google_secret_manager_secret_iam_member.reader,
+  ]
+}

@@ -1,0 +1,189 @@
+variable "project_id" {
+  description = "Google Cloud project that hosts everything (an existing project with billing)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a project ID (6-30 lowercase letters, digits, hyphens), not a name or number."
+  }
+}
+
+variable "region" {
+  description = "Region of the functions, the scheduler job, the source bucket and (by default) Firestore."
+  type        = string
+  default     = "europe-west1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must be a Cloud region such as europe-west1 or us-central1."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (functions, service accounts, secrets, bucket)."
+  type        = string
+  default     = "calsync"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,11}$", var.name_prefix))
+    error_message = "name_prefix must be 2-12 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "labels" {
+  description = "Extra labels on every resource that takes labels."
+  type        = map(string)
+  default     = {}
+}
+
+variable "directus_url" {
+  description = "Base URL of the Directus API the functions call (DIRECTUS_URL)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://[^/?#\\s]+(/[^?#\\s]*)?$", var.directus_url))
+    error_message = "directus_url must be an https:// URL without query or fragment."
+  }
+}
+
+variable "directus_public_url" {
+  description = "URL people open Directus at, where the OAuth flow sends them back (DIRECTUS_PUBLIC_URL); null: directus_url."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.directus_public_url == null || can(regex("^https://[^/?#\\s]+(/[^?#\\s]*)?$", var.directus_public_url))
+    error_message = "directus_public_url must be null or an https:// URL without query or fragment."
+  }
+}
+
+variable "directus_collection" {
+  description = "Directus collection that holds the bookings (DIRECTUS_COLLECTION)."
+  type        = string
+  default     = "bookings"
+
+  validation {
+    condition     = can(regex("^[A-Za-z_][A-Za-z0-9_]{0,63}$", var.directus_collection))
+    error_message = "directus_collection must be a Directus collection name (letters, digits, underscores)."
+  }
+}
+
+variable "google_client_id" {
+  description = "OAuth 2.0 client ID (type: Web application) from APIs & Services > Credentials (GOOGLE_CLIENT_ID)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]+-[a-z0-9]+\\.apps\\.googleusercontent\\.com$", var.google_client_id))
+    error_message = "google_client_id must look like 1234567890-abc123.apps.googleusercontent.com."
+  }
+}
+
+variable "calendar_id" {
+  description = "Google Calendar the bookings go to (GOOGLE_CALENDAR_ID): primary or a calendar's ID."
+  type        = string
+  default     = "primary"
+
+  validation {
+    condition     = length(trimspace(var.calendar_id)) > 0 && !can(regex("\\s", var.calendar_id))
+    error_message = "calendar_id must be primary or a calendar ID (no spaces)."
+  }
+}
+
+variable "timezone" {
+  description = "IANA time zone of the bookings and of the import schedule (TIMEZONE), e.g. Europe/Berlin."
+  type        = string
+  default     = "UTC"
+
+  validation {
+    condition     = can(regex("^(UTC|[A-Z][A-Za-z_+-]+(/[A-Za-z0-9_+-]+){1,2})$", var.timezone))
+    error_message = "timezone must be an IANA time zone name such as UTC or Europe/Berlin."
+  }
+}
+
+variable "schedule" {
+  description = "Cron schedule of the import cycle (Cloud Scheduler, in var.timezone)."
+  type        = string
+  default     = "*/5 * * * *"
+
+  validation {
+    condition     = length(split(" ", trimspace(var.schedule))) == 5
+    error_message = "schedule must be a five-field cron expression, e.g. */5 * * * *."
+  }
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region like europe-west1 or a multi-region like eur3); null: var.region. Cannot change later."
+  type        = string
+  default     = null
+}
+
+variable "firestore_database" {
+  description = "Firestore database ID; (default) or a named database when the project's default one is used otherwise."
+  type        = string
+  default     = "(default)"
+
+  validation {
+    condition     = var.firestore_database == "(default)" || can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database))
+    error_message = "firestore_database must be (default) or 4-63 lowercase letters, digits and hyphens."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protect the Firestore database from deletion (turn off only to tear a test project down)."
+  type        = bool
+  default     = true
+}
+
+variable "functions" {
+  description = "Size of each function; every attribute is optional."
+  type = object({
+    booking_hook = optional(object({
+      memory          = optional(string, "256M")
+      cpu             = optional(string, "0.167")
+      timeout_seconds = optional(number, 60)
+      min_instances   = optional(number, 0)
+      max_instances   = optional(number, 5)
+    }), {})
+    calendar_import = optional(object({
+      memory          = optional(string, "512M")
+      cpu             = optional(string, "0.333")
+      timeout_seconds = optional(number, 540)
+      min_instances   = optional(number, 0)
+      max_instances   = optional(number, 1)
+    }), {})
+    oauth_callback = optional(object({
+      memory          = optional(string, "256M")
+      cpu             = optional(string, "0.167")
+      timeout_seconds = optional(number, 60)
+      min_instances   = optional(number, 0)
+      max_instances   = optional(number, 2)
+    }), {})
+  })
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for f in values(var.functions) : can(regex("^[0-9]+(M|Mi|G|Gi)$", f.memory))
+    ])
+    error_message = "memory must be a size such as 256M, 512Mi or 1Gi."
+  }
+
+  validation {
+    condition = alltrue([
+      for f in values(var.functions) : f.timeout_seconds >= 1 && f.timeout_seconds <= 3600
+    ])
+    error_message = "timeout_seconds must be between 1 and 3600 (HTTP functions, 2nd gen)."
+  }
+
+  validation {
+    condition     = var.functions.calendar_import.timeout_seconds <= 1740
+    error_message = "calendar_import.timeout_seconds must leave room under Cloud Scheduler's 30 minute attempt deadline (<= 1740)."
+  }
+
+  validation {
+    condition = alltrue([
+      for f in values(var.functions) : f.min_instances >= 0 && f.max_instances >= 1 && f.min_instances <= f.max_instances
+    ])
+    error_message = "each function needs 0 <= min_instances <= max_instances and max_instances >= 1."
+  }
+}

@@ -1,1 +1,5 @@
-pytest_plugins: list[str] = []
+"""Test bench: fakes and real parts are pytest plugins, one module each, listed here."""
+
+pytest_plugins = [
+    "tests.parts.firestore",
+]

@@ -346,6 +346,12 @@ class SqliteSyncStore(SyncStore):
 
     # -- OAuth states ---------------------------------------------------------------------------------
     def put_oauth_state(self, state: OAuthState) -> None:
+        try:
+            self._put_oauth_state(state)
+        except sqlite3.IntegrityError:
+            raise StoreError("an OAuth state with this value exists already") from None
+
+    def _put_oauth_state(self, state: OAuthState) -> None:
         with self._write() as db:
             # Expired states are useless; dropping them here keeps the table small without a sweeper.
             db.execute("DELETE FROM oauth_states WHERE expires_at < ?", (_ts(utcnow() - timedelta(days=1)),))

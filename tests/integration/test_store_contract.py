@@ -16,6 +16,7 @@ from calsync.store import (
     DeadLetter,
     EventMapping,
     OAuthState,
+    StoreError,
     SyncStore,
     utcnow,
 )
@@ -338,3 +339,11 @@ def test_dead_letters_newest_first(store: SyncStore) -> None:
     assert letters[0].payload == {"summary": "s2"} and letters[0].created_at == at(2)
     assert store.count_dead_letters(C) == 3
     assert store.count_dead_letters("staff-2") == 1
+
+
+def test_an_oauth_state_cannot_be_issued_twice(store: SyncStore) -> None:
+    state = OAuthState("dup-state", C, "verifier", expires_at=utcnow() + timedelta(minutes=10))
+    store.put_oauth_state(state)
+    with pytest.raises(StoreError):
+        store.put_oauth_state(state)
+    assert store.consume_oauth_state("dup-state") == state

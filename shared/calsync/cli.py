@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8080))
     serve.set_defaults(run=_serve)
-    sync = commands.add_parser("sync", help="run one sync cycle (what calendar_import does) and print its summary")
+    sync = commands.add_parser(
+        "sync", help="run one sync cycle (what calendar_import does) and print its summary"
+    )
     sync.set_defaults(run=_sync)
     status = commands.add_parser("status", help="print the connection status as JSON")
     status.set_defaults(run=_status)

@@ -16,12 +16,19 @@ from calsync.store import ConnectionStatus, SyncStore, utcnow
 log = logging.getLogger(__name__)
 
 
-def mark_connected(store: SyncStore, connection: str, account: str, scopes: Sequence[str]) -> ConnectionStatus:
+def mark_connected(
+    store: SyncStore, connection: str, account: str, scopes: Sequence[str]
+) -> ConnectionStatus:
     _, after = store.update_status(
         connection,
-        {"state": "connected", "account": account, "scopes": tuple(scopes), "connected_at": utcnow(),
-         "last_error": None},
-    )  # fmt: skip
+        {
+            "state": "connected",
+            "account": account,
+            "scopes": tuple(scopes),
+            "connected_at": utcnow(),
+            "last_error": None,
+        },
+    )
     log.info("Google account connected", extra=logs.fields(connection=connection, account=account))
     return after
 
@@ -43,7 +50,8 @@ def mark_needs_reconnect(store: SyncStore, connection: str, reason: str) -> bool
 
 def mark_disconnected(store: SyncStore, connection: str) -> None:
     store.update_status(
-        connection, {"state": "disconnected", "account": None, "scopes": (), "connected_at": None, "last_error": None}
+        connection,
+        {"state": "disconnected", "account": None, "scopes": (), "connected_at": None, "last_error": None},
     )
 
 

@@ -34,7 +34,9 @@ from calsync.wiring import App
 
 log = logging.getLogger(__name__)
 
-LEASE_TTL = timedelta(minutes=9)  # longer than a cycle may run (the function's timeout), shorter than two ticks
+LEASE_TTL = timedelta(
+    minutes=9
+)  # longer than a cycle may run (the function's timeout), shorter than two ticks
 OUTBOX_PER_CYCLE = 500
 REPAIR_PAGE = 500
 
@@ -68,9 +70,17 @@ def _run(app: App, now: datetime) -> CycleResult:
     started = time.monotonic()
     store, connection = app.store, app.connection
     if app.tokens.get(connection) is None:
-        return CycleResult("not_connected", 200, {"status": "not_connected", "pending_outbox": store.count_outbox(connection)})
+        return CycleResult(
+            "not_connected",
+            200,
+            {"status": "not_connected", "pending_outbox": store.count_outbox(connection)},
+        )
     if store.get_status(connection).state == "needs_reconnect":
-        return CycleResult("needs_reconnect", 200, {"status": "needs_reconnect", "pending_outbox": store.count_outbox(connection)})
+        return CycleResult(
+            "needs_reconnect",
+            200,
+            {"status": "needs_reconnect", "pending_outbox": store.count_outbox(connection)},
+        )
     calendar = app.calendar()
     assert calendar is not None
     pulled = PullSummary()
@@ -93,8 +103,15 @@ def _run(app: App, now: datetime) -> CycleResult:
     return _finish(app, "ok", 200, pulled, pushed, started)
 
 
-def _finish(app: App, status: str, http_status: int, pulled: PullSummary, pushed: PushOutcome, started: float,
-            error: str | None = None) -> CycleResult:  # fmt: skip
+def _finish(
+    app: App,
+    status: str,
+    http_status: int,
+    pulled: PullSummary,
+    pushed: PushOutcome,
+    started: float,
+    error: str | None = None,
+) -> CycleResult:
     body: dict[str, Any] = {
         "status": status,
         "created": pulled.created,
@@ -114,7 +131,9 @@ def _finish(app: App, status: str, http_status: int, pulled: PullSummary, pushed
     changes: dict[str, Any] = {"last_cycle_at": utcnow(), "last_cycle": body}
     changes["last_error"] = error
     app.store.update_status(app.connection, changes)
-    log.log(logging.INFO if status == "ok" else logging.WARNING, "sync cycle finished", extra=logs.fields(**body))
+    log.log(
+        logging.INFO if status == "ok" else logging.WARNING, "sync cycle finished", extra=logs.fields(**body)
+    )
     app.publish_status()
     return CycleResult(status, http_status, body)
 
@@ -152,8 +171,13 @@ def repair_missed(app: App, pusher: Pusher) -> PushOutcome:
         stale: dict[str, dict[str, Any]] = {}
         for key, item in items.items():
             try:
-                body = booking_to_event(item, collection=app.settings.directus_collection, key=key,
-                                        default_timezone=app.settings.timezone, link_base=app.settings.directus_link_base)  # fmt: skip
+                body = booking_to_event(
+                    item,
+                    collection=app.settings.directus_collection,
+                    key=key,
+                    default_timezone=app.settings.timezone,
+                    link_base=app.settings.directus_link_base,
+                )
             except InvalidBooking:
                 if item.get("sync_status") != "error":
                     stale[key] = item  # let the pusher record why on the booking
@@ -164,7 +188,13 @@ def repair_missed(app: App, pusher: Pusher) -> PushOutcome:
         if stale:
             outcome = pusher.push_items(stale)
             for key, reason in outcome.failed.items():
-                store.enqueue(connection, app.settings.directus_collection, key, outcome.failed_action[key], error=reason)
+                store.enqueue(
+                    connection,
+                    app.settings.directus_collection,
+                    key,
+                    outcome.failed_action[key],
+                    error=reason,
+                )
             total.merge(outcome)
         for item in page:
             stamp = item.get("date_updated") or item.get("date_created")

@@ -21,6 +21,7 @@ from calsync.http import (
 )
 from calsync.wiring import App, get_app
 
+
 def _route(request: flask.Request) -> str:
     return "/" + request.path.strip("/")
 

@@ -27,8 +27,14 @@ def handle_delivery(app: App, request: flask.Request) -> flask.Response:
     body = {"action": delivery.action, **outcome.as_json()}
     log.info(
         "delivery handled",
-        extra=logs.fields(action=delivery.action, keys=len(delivery.keys), synced=len(outcome.synced),
-                          deleted=len(outcome.deleted), skipped=len(outcome.skipped), invalid=len(outcome.invalid),
-                          queued=len(outcome.failed)),  # fmt: skip
+        extra=logs.fields(
+            action=delivery.action,
+            keys=len(delivery.keys),
+            synced=len(outcome.synced),
+            deleted=len(outcome.deleted),
+            skipped=len(outcome.skipped),
+            invalid=len(outcome.invalid),
+            queued=len(outcome.failed),
+        ),
     )
     return json_response(202 if outcome.failed else 200, body)

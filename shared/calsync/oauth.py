@@ -123,7 +123,11 @@ def _flow(settings: Settings, state: str | None = None, code_verifier: str | Non
         }
     }
     return Flow.from_client_config(
-        client_config, scopes=list(SCOPES), redirect_uri=redirect_uri, state=state, code_verifier=code_verifier
+        client_config,
+        scopes=list(SCOPES),
+        redirect_uri=redirect_uri,
+        state=state,
+        code_verifier=code_verifier,
     )
 
 
@@ -137,9 +141,13 @@ def start(app: App) -> flask.Response:
         state=state, access_type="offline", prompt="consent", include_granted_scopes="true"
     )
     app.store.put_oauth_state(
-        OAuthState(state=state, connection=app.connection, code_verifier=flow.code_verifier,
-                   expires_at=utcnow() + STATE_TTL)
-    )  # fmt: skip
+        OAuthState(
+            state=state,
+            connection=app.connection,
+            code_verifier=flow.code_verifier,
+            expires_at=utcnow() + STATE_TTL,
+        )
+    )
     response = flask.redirect(url, code=302)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -181,9 +189,11 @@ def revoke(settings: Settings, token: str) -> tuple[bool, str]:
     """Revoke a token at Google. (revoked, detail); an already invalid token counts as revoked."""
     try:
         response = requests.post(
-            str(settings.google_revoke_uri), data={"token": token}, timeout=TIMEOUT_S,
+            str(settings.google_revoke_uri),
+            data={"token": token},
+            timeout=TIMEOUT_S,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )  # fmt: skip
+        )
     except requests.RequestException as exc:
         return False, f"Google's revoke endpoint could not be reached ({type(exc).__name__})"
     if response.ok:
@@ -207,21 +217,36 @@ def callback(app: App, request: flask.Request) -> flask.Response:
     if args.get("error"):
         error = args["error"]
         if error == "access_denied":
-            return page(403, "Access was not granted",
-                        "Google says the consent was declined, so nothing was connected.", START_AGAIN)  # fmt: skip
-        return page(400, "Google reported an error", f"Google answered the consent with: {error}.", START_AGAIN)
+            return page(
+                403,
+                "Access was not granted",
+                "Google says the consent was declined, so nothing was connected.",
+                START_AGAIN,
+            )
+        return page(
+            400, "Google reported an error", f"Google answered the consent with: {error}.", START_AGAIN
+        )
     state = args.get("state", "")
     if not state:
         return page(400, "Missing state", "This address lacks the state Google sends back.", START_AGAIN)
     if not state_is_signed(settings.connect_key, state):
-        return page(400, "Unrecognised request", "This sign-in did not start here (its state is not ours).", START_AGAIN)
+        return page(
+            400,
+            "Unrecognised request",
+            "This sign-in did not start here (its state is not ours).",
+            START_AGAIN,
+        )
     try:
         stored = app.store.consume_oauth_state(state)
     except StoreError:
         log.exception("state store unavailable during the OAuth callback")
-        return page(503, "Temporarily unavailable", "The connection could not be checked right now.", START_AGAIN)
+        return page(
+            503, "Temporarily unavailable", "The connection could not be checked right now.", START_AGAIN
+        )
     if stored is None:
-        return page(400, "Link already used", "This sign-in was already completed or is unknown.", START_AGAIN)
+        return page(
+            400, "Link already used", "This sign-in was already completed or is unknown.", START_AGAIN
+        )
     if stored.expired():
         return page(400, "Link expired", "The sign-in took longer than 10 minutes.", START_AGAIN)
     code = args.get("code", "")
@@ -236,13 +261,28 @@ def callback(app: App, request: flask.Request) -> flask.Response:
         token: dict[str, Any] = dict(flow.fetch_token(code=code, timeout=TIMEOUT_S))
     except TokenEndpointDown as exc:
         log.warning("token exchange failed at Google", extra=logs.fields(error=str(exc)))
-        return page(502, "Google is not answering", f"{exc}; nothing was stored.", "Try again in a few minutes. " + START_AGAIN)
+        return page(
+            502,
+            "Google is not answering",
+            f"{exc}; nothing was stored.",
+            "Try again in a few minutes. " + START_AGAIN,
+        )
     except requests.RequestException as exc:
         log.warning("token endpoint unreachable", extra=logs.fields(error_type=type(exc).__name__))
-        return page(502, "Google is not answering", "Google's token endpoint could not be reached; nothing was stored.", START_AGAIN)
+        return page(
+            502,
+            "Google is not answering",
+            "Google's token endpoint could not be reached; nothing was stored.",
+            START_AGAIN,
+        )
     except OAuth2Error as exc:
         log.warning("token exchange refused", extra=logs.fields(error=exc.error))
-        return page(400, "Google refused the sign-in", f"Google did not accept the authorization ({exc.error}).", START_AGAIN)
+        return page(
+            400,
+            "Google refused the sign-in",
+            f"Google did not accept the authorization ({exc.error}).",
+            START_AGAIN,
+        )
     refresh_token = token.get("refresh_token")
     logs.register_secret(refresh_token)
     logs.register_secret(token.get("access_token"))
@@ -251,13 +291,19 @@ def callback(app: App, request: flask.Request) -> flask.Response:
     if CALENDAR_EVENTS_SCOPE not in granted and CALENDAR_SCOPE not in granted:
         if refresh_token:
             revoke(settings, refresh_token)
-        return page(403, "Calendar access was not granted",
-                    "The consent did not include access to your calendar events, which the sync needs.",
-                    "Start again and leave the calendar box ticked. " + START_AGAIN)  # fmt: skip
+        return page(
+            403,
+            "Calendar access was not granted",
+            "The consent did not include access to your calendar events, which the sync needs.",
+            "Start again and leave the calendar box ticked. " + START_AGAIN,
+        )
     if not refresh_token:
-        return page(400, "Google kept the long-lived access back",
-                    "Google returned no refresh token, so the sync could not run while you are away.",
-                    "Remove this app at https://myaccount.google.com/permissions, then connect again.")  # fmt: skip
+        return page(
+            400,
+            "Google kept the long-lived access back",
+            "Google returned no refresh token, so the sync could not run while you are away.",
+            "Remove this app at https://myaccount.google.com/permissions, then connect again.",
+        )
     account, verified = _account_from_id_token(token.get("id_token"))
     if account is None or not verified:
         revoke(settings, refresh_token)
@@ -265,15 +311,23 @@ def callback(app: App, request: flask.Request) -> flask.Response:
     if not account_allowed(settings, account):
         revoke(settings, refresh_token)
         log.warning("consent from an account that is not allowed", extra=logs.fields(account=account))
-        return page(403, "This account is not allowed",
-                    f"{account} is not in ALLOWED_GOOGLE_ACCOUNTS; nothing was stored and its access was revoked.",
-                    "Connect with an allowed account.")  # fmt: skip
+        return page(
+            403,
+            "This account is not allowed",
+            f"{account} is not in ALLOWED_GOOGLE_ACCOUNTS; nothing was stored and its access was revoked.",
+            "Connect with an allowed account.",
+        )
     try:
         app.tokens.put(refresh_token, app.connection)
         mark_connected(app.store, app.connection, account, granted)
     except StoreError:
         log.exception("could not store the refresh token")
-        return page(503, "Could not save the connection", "The token store is unavailable; nothing changed.", START_AGAIN)
+        return page(
+            503,
+            "Could not save the connection",
+            "The token store is unavailable; nothing changed.",
+            START_AGAIN,
+        )
     app.forget_calendar()
     app.publish_status()
     target = settings.directus_link_base

@@ -89,7 +89,9 @@ class Puller:
     # -- the whole pull -------------------------------------------------------------------------------
     def run(self, now: datetime | None = None) -> PullSummary:
         now = now or utcnow()
-        cursor = self.store.get_cursor(self.connection, self.calendar_id) or Cursor(self.connection, self.calendar_id)
+        cursor = self.store.get_cursor(self.connection, self.calendar_id) or Cursor(
+            self.connection, self.calendar_id
+        )
         try:
             next_token, window = self._apply_pages(cursor, now)
         except GoogleGone as exc:
@@ -101,7 +103,9 @@ class Puller:
             next_token, window = self._apply_pages(cursor, now)
         self._apply_cancellations()  # raises MassCancelRefused before the token moves on
         latest = self.store.get_cursor(self.connection, self.calendar_id) or cursor
-        self.store.put_cursor(dataclasses.replace(latest, sync_token=next_token, window_start=window, updated_at=utcnow()))
+        self.store.put_cursor(
+            dataclasses.replace(latest, sync_token=next_token, window_start=window, updated_at=utcnow())
+        )
         return self.summary
 
     def _pages(self, cursor: Cursor, now: datetime) -> Iterator[EventsPage]:
@@ -122,7 +126,11 @@ class Puller:
             page_token = page.next_page_token
 
     def _apply_pages(self, cursor: Cursor, now: datetime) -> tuple[str | None, datetime | None]:
-        window = cursor.window_start if cursor.sync_token else now - timedelta(days=self.settings.import_window_days)
+        window = (
+            cursor.window_start
+            if cursor.sync_token
+            else now - timedelta(days=self.settings.import_window_days)
+        )
         next_token: str | None = None
         for page in self._pages(cursor, now):
             self.summary.pages += 1
@@ -134,7 +142,9 @@ class Puller:
     def _apply_page(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        mappings = self.store.get_mappings_by_event(self.connection, self.calendar_id, [e["id"] for e in events])
+        mappings = self.store.get_mappings_by_event(
+            self.connection, self.calendar_id, [e["id"] for e in events]
+        )
         # Ours but unmapped (a crash between insert and mapping): find the mapping through the stamped key.
         stamped = {
             private_properties(e).get(PRIVATE_KEY): e["id"]
@@ -179,9 +189,14 @@ class Puller:
     def _dead(self, event: dict[str, Any], reason: str) -> None:
         self.summary.dead_letters += 1
         self.store.add_dead_letter(
-            DeadLetter(self.connection, "google", str(event.get("id")), reason,
-                       payload={k: event.get(k) for k in ("summary", "start", "end", "status", "updated")})
-        )  # fmt: skip
+            DeadLetter(
+                self.connection,
+                "google",
+                str(event.get("id")),
+                reason,
+                payload={k: event.get(k) for k in ("summary", "start", "end", "status", "updated")},
+            )
+        )
         log.warning("event skipped", extra=logs.fields(event_id=event.get("id"), reason=reason))
 
     # -- updates --------------------------------------------------------------------------------------
@@ -213,14 +228,28 @@ class Puller:
             return False
         directus_at, google_at = _instant(booking_changed), _instant(event.get("updated"))
         if directus_at is None or google_at is None or google_at >= directus_at:
-            log.info("conflict: the Google change is later and wins",
-                     extra=logs.fields(booking=mapping.booking_key, event_id=event["id"], directus_updated=booking_changed,
-                                       google_updated=event.get("updated"), lost=self._brief(booking)))  # fmt: skip
+            log.info(
+                "conflict: the Google change is later and wins",
+                extra=logs.fields(
+                    booking=mapping.booking_key,
+                    event_id=event["id"],
+                    directus_updated=booking_changed,
+                    google_updated=event.get("updated"),
+                    lost=self._brief(booking),
+                ),
+            )
             return False
         self.summary.conflicts_directus_won += 1
-        log.info("conflict: the Directus change is later and wins",
-                 extra=logs.fields(booking=mapping.booking_key, event_id=event["id"], directus_updated=booking_changed,
-                                   google_updated=event.get("updated"), lost=self._brief_event(event)))  # fmt: skip
+        log.info(
+            "conflict: the Directus change is later and wins",
+            extra=logs.fields(
+                booking=mapping.booking_key,
+                event_id=event["id"],
+                directus_updated=booking_changed,
+                google_updated=event.get("updated"),
+                lost=self._brief_event(event),
+            ),
+        )
         return True
 
     @staticmethod
@@ -252,7 +281,9 @@ class Puller:
         rows = self.directus.update_items(patches)
         return {str(row["id"]): row for row in rows}
 
-    def _remember(self, applied: list[tuple[EventMapping, dict[str, Any], str]], rows: dict[str, dict[str, Any]]) -> None:
+    def _remember(
+        self, applied: list[tuple[EventMapping, dict[str, Any], str]], rows: dict[str, dict[str, Any]]
+    ) -> None:
         now = utcnow()
         self.store.put_mappings(
             dataclasses.replace(
@@ -261,7 +292,9 @@ class Puller:
                 content_hash=digest,
                 google_etag=event.get("etag"),
                 google_updated=event.get("updated"),
-                directus_updated=(rows.get(mapping.booking_key) or {}).get("date_updated", mapping.directus_updated),
+                directus_updated=(rows.get(mapping.booking_key) or {}).get(
+                    "date_updated", mapping.directus_updated
+                ),
                 synced_at=now,
             )
             for mapping, event, digest in applied
@@ -304,17 +337,29 @@ class Puller:
         self.summary.created += len(mappings)
         self._stamp(mappings)
         if "google_event_id" in self.fields and mappings:
-            self.directus.update_items([{"id": m.booking_key, "google_event_id": m.event_id, "sync_status": "synced"}
-                                        for m in mappings] if "sync_status" in self.fields else
-                                       [{"id": m.booking_key, "google_event_id": m.event_id} for m in mappings])  # fmt: skip
+            self.directus.update_items(
+                [
+                    {"id": m.booking_key, "google_event_id": m.event_id, "sync_status": "synced"}
+                    for m in mappings
+                ]
+                if "sync_status" in self.fields
+                else [{"id": m.booking_key, "google_event_id": m.event_id} for m in mappings]
+            )
 
     def _stamp(self, mappings: list[EventMapping]) -> None:
         """Write the booking key into each new event so later cycles (and a lost mapping) recognise it."""
         requests_ = [
             self.calendar.patch_request(
                 m.event_id,
-                {"extendedProperties": {"private": {PRIVATE_KEY: m.booking_key, PRIVATE_COLLECTION: self.collection,
-                                                    PRIVATE_HASH: m.content_hash}}},  # fmt: skip
+                {
+                    "extendedProperties": {
+                        "private": {
+                            PRIVATE_KEY: m.booking_key,
+                            PRIVATE_COLLECTION: self.collection,
+                            PRIVATE_HASH: m.content_hash,
+                        }
+                    }
+                },
             )
             for m in mappings
         ]
@@ -323,11 +368,18 @@ class Puller:
             for mapping, result in zip(mappings[start : start + STAMP_BATCH], results, strict=True):
                 if isinstance(result, GoogleError):
                     # The booking and mapping exist; only the stamp is missing, which the mapping makes up for.
-                    log.warning("could not stamp the booking key into the event",
-                                extra=logs.fields(event_id=mapping.event_id, error=str(result)))  # fmt: skip
+                    log.warning(
+                        "could not stamp the booking key into the event",
+                        extra=logs.fields(event_id=mapping.event_id, error=str(result)),
+                    )
                 elif isinstance(result, dict):
-                    self.store.put_mappings([dataclasses.replace(mapping, google_etag=result.get("etag"),
-                                                                 google_updated=result.get("updated"))])  # fmt: skip
+                    self.store.put_mappings(
+                        [
+                            dataclasses.replace(
+                                mapping, google_etag=result.get("etag"), google_updated=result.get("updated")
+                            )
+                        ]
+                    )
 
     # -- cancellations --------------------------------------------------------------------------------
     def _apply_cancellations(self) -> None:
@@ -346,8 +398,18 @@ class Puller:
             self.store.delete_mappings(self.connection, self.collection, keys)
         else:
             current = self.directus.get_items(keys)
-            patches = [{"id": current[k].get("id", k), "status": CANCELLED} for k in keys
-                       if k in current and str(current[k].get("status") or "").lower() != CANCELLED]  # fmt: skip
+            patches = [
+                {"id": current[k].get("id", k), "status": CANCELLED}
+                for k in keys
+                if k in current and str(current[k].get("status") or "").lower() != CANCELLED
+            ]
             rows = self._write_updates(patches)
-            self._remember([(c.mapping, c.event, event_hash(c.event)) for c in self._cancels if c.mapping.booking_key in current], rows)
+            self._remember(
+                [
+                    (c.mapping, c.event, event_hash(c.event))
+                    for c in self._cancels
+                    if c.mapping.booking_key in current
+                ],
+                rows,
+            )
         self.summary.cancelled += len(self._cancels)

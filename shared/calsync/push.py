@@ -152,7 +152,9 @@ class Pusher:
             raise NotConnected("no Google account is connected")
         return calendar
 
-    def _failure(self, outcome: PushOutcome, keys: Iterable[str], exc: Exception, action: OutboxAction) -> None:
+    def _failure(
+        self, outcome: PushOutcome, keys: Iterable[str], exc: Exception, action: OutboxAction
+    ) -> None:
         """Sort a Google failure: retry later (outbox) or give up on these bookings."""
         if isinstance(exc, GoogleAccessRevoked):
             mark_needs_reconnect(self.store, self.connection, str(exc))
@@ -203,7 +205,10 @@ class Pusher:
                 outcome.invalid[key] = str(exc)
                 continue
             mapping = mappings.get(key)
-            if mapping is not None and mapping.content_hash == body["extendedProperties"]["private"][PRIVATE_HASH]:
+            if (
+                mapping is not None
+                and mapping.content_hash == body["extendedProperties"]["private"][PRIVATE_HASH]
+            ):
                 outcome.skipped.append(key)  # what Google holds is what we last wrote: an echo or a no-op
                 continue
             event_id = mapping.event_id if mapping else event_id_for(self.connection, self.collection, key)
@@ -256,7 +261,9 @@ class Pusher:
                     booking_key=key,
                     calendar_id=self.calendar_id,
                     event_id=write.event_id,
-                    content_hash=event_hash(event) if event else write.body["extendedProperties"]["private"][PRIVATE_HASH],
+                    content_hash=event_hash(event)
+                    if event
+                    else write.body["extendedProperties"]["private"][PRIVATE_HASH],
                     google_etag=event.get("etag"),
                     google_updated=event.get("updated"),
                     directus_updated=write.directus_updated,
@@ -275,9 +282,15 @@ class Pusher:
             for verb, write in calls:
                 try:
                     if verb == "insert":
-                        results.append(calendar.insert_event({**write.body, "id": write.event_id}, send_updates=send_updates))
+                        results.append(
+                            calendar.insert_event(
+                                {**write.body, "id": write.event_id}, send_updates=send_updates
+                            )
+                        )
                     else:
-                        results.append(calendar.patch_event(write.event_id, write.body, send_updates=send_updates))
+                        results.append(
+                            calendar.patch_event(write.event_id, write.body, send_updates=send_updates)
+                        )
                 except GoogleError as exc:
                     results.append(exc)
             return results
@@ -304,7 +317,9 @@ class Pusher:
                 continue
             # Without a mapping the event may still exist (a crash between insert and mapping): the
             # derived id finds it; 404 then just means there was nothing.
-            targets.append((key, mapping.event_id if mapping else event_id_for(self.connection, self.collection, key)))
+            targets.append(
+                (key, mapping.event_id if mapping else event_id_for(self.connection, self.collection, key))
+            )
         if not targets:
             return outcome
         try:
@@ -339,8 +354,11 @@ class Pusher:
         wanted: dict[str, dict[str, Any]] = {}
         mappings = self.store.get_mappings(self.connection, self.collection, outcome.synced)
         for key in outcome.synced:
-            wanted[key] = {"google_event_id": mappings[key].event_id if key in mappings else None,
-                           "sync_status": "synced", "sync_error": None}  # fmt: skip
+            wanted[key] = {
+                "google_event_id": mappings[key].event_id if key in mappings else None,
+                "sync_status": "synced",
+                "sync_error": None,
+            }
         for key, reason in outcome.invalid.items():
             wanted[key] = {"sync_status": "error", "sync_error": reason}
         for key, reason in outcome.dead.items():
@@ -352,7 +370,9 @@ class Pusher:
             current = items.get(key)
             if current is None:
                 continue
-            changed = {name: value for name, value in values.items() if name in fields and current.get(name) != value}
+            changed = {
+                name: value for name, value in values.items() if name in fields and current.get(name) != value
+            }
             if changed:
                 updates.append({"id": current.get("id", key), **changed})
         if not updates:
@@ -361,12 +381,17 @@ class Pusher:
             rows = self.app.directus.update_items(updates)
         except DirectusError:
             # The events are right; only the status shown in Directus lags. The next change corrects it.
-            log.warning("could not write the sync status back to Directus", exc_info=True,
-                        extra=logs.fields(count=len(updates)))  # fmt: skip
+            log.warning(
+                "could not write the sync status back to Directus",
+                exc_info=True,
+                extra=logs.fields(count=len(updates)),
+            )
             return
         # Our write-back moved date_updated; remember it, or the next pull would take it for an edit.
         stamped = {str(row["id"]): row.get("date_updated") for row in rows}
-        synced = self.store.get_mappings(self.connection, self.collection, [k for k in outcome.synced if k in stamped])
+        synced = self.store.get_mappings(
+            self.connection, self.collection, [k for k in outcome.synced if k in stamped]
+        )
         self.store.put_mappings(
             dataclasses.replace(m, directus_updated=stamped[key]) for key, m in synced.items() if stamped[key]
         )

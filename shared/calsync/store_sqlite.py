@@ -177,9 +177,17 @@ class SqliteSyncStore(SyncStore):
     @staticmethod
     def _mapping_row(m: EventMapping) -> tuple[Any, ...]:
         return (
-            m.connection, m.collection, m.booking_key, m.calendar_id, m.event_id, m.content_hash,
-            m.google_etag, m.google_updated, m.directus_updated, _ts(m.synced_at),
-        )  # fmt: skip
+            m.connection,
+            m.collection,
+            m.booking_key,
+            m.calendar_id,
+            m.event_id,
+            m.content_hash,
+            m.google_etag,
+            m.google_updated,
+            m.directus_updated,
+            _ts(m.synced_at),
+        )
 
     def get_mappings(self, connection: str, collection: str, keys: Iterable[str]) -> dict[str, EventMapping]:
         found: dict[str, EventMapping] = {}
@@ -259,9 +267,15 @@ class SqliteSyncStore(SyncStore):
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO cursors VALUES (?,?,?,?,?,?)",
-                (cursor.connection, cursor.calendar_id, cursor.sync_token, window,
-                 cursor.directus_checkpoint, _ts(cursor.updated_at)),
-            )  # fmt: skip
+                (
+                    cursor.connection,
+                    cursor.calendar_id,
+                    cursor.sync_token,
+                    window,
+                    cursor.directus_checkpoint,
+                    _ts(cursor.updated_at),
+                ),
+            )
 
     # -- outbox ---------------------------------------------------------------------------------------
     @staticmethod
@@ -321,9 +335,15 @@ class SqliteSyncStore(SyncStore):
             cursor = db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
                 "WHERE connection = ? AND collection = ? AND booking_key = ? AND intent_id = ?",
-                (error, _ts(next_attempt_at), entry.connection, entry.collection, entry.booking_key,
-                 entry.intent_id),
-            )  # fmt: skip
+                (
+                    error,
+                    _ts(next_attempt_at),
+                    entry.connection,
+                    entry.collection,
+                    entry.booking_key,
+                    entry.intent_id,
+                ),
+            )
             return cursor.rowcount == 1
 
     def remove_outbox(self, entry: OutboxEntry) -> bool:
@@ -443,9 +463,15 @@ class SqliteSyncStore(SyncStore):
             db.execute(
                 "INSERT INTO dead_letters (connection, source, item_id, reason, payload, created_at) "
                 "VALUES (?,?,?,?,?,?)",
-                (letter.connection, letter.source, letter.item_id, letter.reason,
-                 json.dumps(dict(letter.payload), default=str), _ts(letter.created_at)),
-            )  # fmt: skip
+                (
+                    letter.connection,
+                    letter.source,
+                    letter.item_id,
+                    letter.reason,
+                    json.dumps(dict(letter.payload), default=str),
+                    _ts(letter.created_at),
+                ),
+            )
 
     def list_dead_letters(self, connection: str, limit: int = 50) -> list[DeadLetter]:
         rows = self._read(

@@ -64,8 +64,12 @@ class App:
         self.connection = connection
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {}
-        for secret in (settings.webhook_secret, settings.connect_key, settings.google_client_secret,
-                       settings.directus_token):  # fmt: skip
+        for secret in (
+            settings.webhook_secret,
+            settings.connect_key,
+            settings.google_client_secret,
+            settings.directus_token,
+        ):
             logs.register_secret(secret.get_secret_value() if secret else None)
 
     def _once(self, name: str, build: Any) -> Any:

@@ -19,7 +19,7 @@ from calsync.http import (
     require_key,
     require_method,
 )
-from calsync.wiring import App, get_app
+from calsync.wiring import get_app
 
 
 def _route(request: flask.Request) -> str:

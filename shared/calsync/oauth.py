@@ -104,7 +104,7 @@ def _allow_plain_http_on_loopback(settings: Settings) -> None:
             os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
     # include_granted_scopes may return more scopes than asked for; oauthlib would raise "Scope has
     # changed". We check the granted scopes ourselves below.
-    os.environ["OAUTHLIB_RELAX_TOKEN_SCOPE"] = "1"
+    os.environ["OAUTHLIB_RELAX_TOKEN_SCOPE"] = "1"  # noqa: S105 - a flag, not a secret
 
 
 def _flow(settings: Settings, state: str | None = None, code_verifier: str | None = None) -> Any:

@@ -118,7 +118,7 @@ class App:
 
     def sync_user_id(self) -> str | None:
         """The Directus user behind DIRECTUS_TOKEN: deliveries it caused are our own echoes."""
-        user: str | None = self._once("sync_user", lambda: self.directus.current_user_id())
+        user: str | None = self._once("sync_user", self.directus.current_user_id)
         return user
 
     def calendar(self) -> GoogleCalendar | None:

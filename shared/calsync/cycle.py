@@ -168,7 +168,7 @@ def repair_missed(app: App, pusher: Pusher) -> PushOutcome:
     for page in app.directus.items_updated_since(checkpoint, REPAIR_PAGE):
         items = {str(item["id"]): item for item in page}
         mappings = store.get_mappings(connection, app.settings.directus_collection, list(items))
-        stale: dict[str, dict[str, Any]] = {}
+        stale: set[str] = set()
         for key, item in items.items():
             try:
                 body = booking_to_event(
@@ -180,13 +180,14 @@ def repair_missed(app: App, pusher: Pusher) -> PushOutcome:
                 )
             except InvalidBooking:
                 if item.get("sync_status") != "error":
-                    stale[key] = item  # let the pusher record why on the booking
+                    stale.add(key)  # let the pusher record why on the booking
                 continue
             mapping = mappings.get(key)
             if mapping is None or mapping.content_hash != body["extendedProperties"]["private"][PRIVATE_HASH]:
-                stale[key] = item
+                stale.add(key)
         if stale:
-            outcome = pusher.push_items(stale)
+            # push() re-reads them under each booking's lease, so a concurrent delivery cannot interleave
+            outcome = pusher.push("upsert", list(stale))
             for key, reason in outcome.failed.items():
                 store.enqueue(
                     connection,

@@ -302,19 +302,23 @@ class Puller:
 
     # -- creates --------------------------------------------------------------------------------------
     def _create_bookings(self, events: list[dict[str, Any]]) -> None:
-        values = [(event, self._booking_values(event)) for event in events]
-        ready = [(event, v) for event, v in values if v is not None]
+        ready: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for event in events:
+            values = self._booking_values(event)
+            if values is not None:
+                extra = {"google_event_id": event["id"], "sync_status": "synced"}
+                ready.append((event, {**values, **{k: v for k, v in extra.items() if k in self.fields}}))
         if not ready:
             return
         try:
-            rows = self.directus.create_items([v for _, v in ready])
-            created = list(zip([e for e, _ in ready], rows, strict=True))
+            rows = self.directus.create_items([values for _, values in ready])
+            created = list(zip([event for event, _ in ready], rows, strict=True))
         except DirectusValidationError:
             # One bad row fails the whole bulk call: find it one by one, dead-letter it, keep the rest.
             created = []
-            for event, v in ready:
+            for event, values in ready:
                 try:
-                    created.extend(zip([event], self.directus.create_items([v]), strict=True))
+                    created.extend(zip([event], self.directus.create_items([values]), strict=True))
                 except DirectusValidationError as exc:
                     self._dead(event, f"Directus refused the booking: {exc}")
         now = utcnow()
@@ -336,15 +340,6 @@ class Puller:
         self.store.put_mappings(mappings)
         self.summary.created += len(mappings)
         self._stamp(mappings)
-        if "google_event_id" in self.fields and mappings:
-            self.directus.update_items(
-                [
-                    {"id": m.booking_key, "google_event_id": m.event_id, "sync_status": "synced"}
-                    for m in mappings
-                ]
-                if "sync_status" in self.fields
-                else [{"id": m.booking_key, "google_event_id": m.event_id} for m in mappings]
-            )
 
     def _stamp(self, mappings: list[EventMapping]) -> None:
         """Write the booking key into each new event so later cycles (and a lost mapping) recognise it."""

@@ -226,7 +226,11 @@ class Pusher:
     def _write_events(self, calendar: GoogleCalendar, writes: list[_Write], outcome: PushOutcome) -> None:
         """Insert or patch each event: 409 on insert means it exists (patch, which also restores a deleted
         one), 404 on patch means it is gone (insert again)."""
-        pending = {w.key: ("patch" if w.mapped else "insert", w) for w in writes}
+        # A cancelled booking is never inserted: patching finds its event if there is one.
+        pending = {
+            w.key: ("patch" if w.mapped or w.body.get("status") == "cancelled" else "insert", w)
+            for w in writes
+        }
         done: dict[str, dict[str, Any]] = {}
         for _round in range(3):
             if not pending:

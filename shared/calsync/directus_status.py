@@ -1,0 +1,30 @@
+"""Show the Google connection's status in Directus, on the settings singleton ``calsync directus setup``
+creates, so the people who use Directus see who is connected and whether the sync is healthy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calsync.connection import status_body
+from calsync.wiring import App
+
+SETTINGS_COLLECTION = "calendar_sync"
+
+
+def status_fields(app: App) -> dict[str, Any]:
+    body = status_body(app.store, app.connection)
+    last = body["last_cycle"] or {}
+    return {
+        "google_account": body["account"],
+        "connection_state": body["state"],
+        "last_cycle_at": body["last_cycle_at"],
+        "last_cycle_result": last.get("status"),
+        "last_error": body["last_error"],
+        "pending_changes": body["pending_outbox"],
+        "dead_letters": body["dead_letters"],
+    }
+
+
+def publish(app: App) -> None:
+    """Write the status fields onto the settings singleton (raises DirectusError if Directus refuses)."""
+    app.directus.update_singleton(SETTINGS_COLLECTION, status_fields(app))

@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.parts.firestore",
+    "tests.fakes.google",
+    "tests.parts.directus",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -81,6 +82,53 @@ def _sync(args: argparse.Namespace) -> int:
     return 0 if result.http_status < 400 else 1
 
 
+SETUP_OPTIONS = {  # flag: (environment name, help)
+    "directus_url": ("DIRECTUS_URL", "Directus API base URL"),
+    "admin_token": ("DIRECTUS_ADMIN_TOKEN", "an administrator's static token (used only by this command)"),
+    "booking_hook_url": ("BOOKING_HOOK_URL", "booking_hook's URL, which the Flow calls"),
+    "oauth_callback_url": ("OAUTH_CALLBACK_URL", "oauth_callback's URL, for the Connect link"),
+    "webhook_secret": ("WEBHOOK_SECRET", "the bearer secret the Flow sends"),
+    "connect_key": ("CONNECT_KEY", "the key in the Connect link"),
+}
+
+
+def _directus_setup(args: argparse.Namespace) -> int:
+    from calsync import logs
+    from calsync.directus_setup import DirectusSetup, SetupConfig, SetupError
+
+    logs.configure(level=logging.ERROR)  # retries are reported by the outcome, not as log lines here
+    values = {
+        name: getattr(args, name) or os.environ.get(env, "") for name, (env, _) in SETUP_OPTIONS.items()
+    }
+    missing = [
+        f"--{name.replace('_', '-')} (or {SETUP_OPTIONS[name][0]})"
+        for name, value in values.items()
+        if not value
+    ]
+    if missing:
+        print("calsync directus setup: missing " + ", ".join(missing), file=sys.stderr)
+        return 2
+    collection = args.collection or os.environ.get("DIRECTUS_COLLECTION") or "bookings"
+    config = SetupConfig(collection=collection, **values)
+    try:
+        result = DirectusSetup(config, dry_run=args.dry_run).run()
+    except SetupError as exc:
+        print(f"calsync directus setup: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_json()))
+        return 0
+    for step in result.steps:
+        print(f"  {step['action']:<18} {step['what']}" + (f"  ({step['detail']})" if step["detail"] else ""))
+    if args.dry_run:
+        print("dry run: nothing was changed")
+    if result.sync_token:
+        print(
+            "\nThe sync service user's token (shown once; set it as DIRECTUS_TOKEN):\n  " + result.sync_token
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calsync", description="Directus bookings <-> Google Calendar sync")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
         "sync", help="run one sync cycle (what calendar_import does) and print its summary"
     )
     sync.set_defaults(run=_sync)
+    directus = commands.add_parser("directus", help="prepare a Directus for the sync")
+    directus_commands = directus.add_subparsers(dest="directus_command", required=True)
+    setup = directus_commands.add_parser(
+        "setup", help="collection, settings item, least-privilege user and Flow (idempotent)"
+    )
+    for name, (env, text) in SETUP_OPTIONS.items():
+        setup.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{text} (default: ${env})")
+    setup.add_argument(
+        "--collection", help="the bookings collection (default: $DIRECTUS_COLLECTION or bookings)"
+    )
+    setup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    setup.add_argument(
+        "--json", action="store_true", help="print one JSON object (with sync_token when created)"
+    )
+    setup.set_defaults(run=_directus_setup)
     status = commands.add_parser("status", help="print the connection status as JSON")
     status.set_defaults(run=_status)
     return parser

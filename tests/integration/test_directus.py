@@ -1,0 +1,318 @@
+"""The Directus client and `calsync directus setup` against a real Directus 12."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from calsync.directus import (
+    DirectusAuthError,
+    DirectusClient,
+    DirectusNotFound,
+    DirectusUnavailable,
+    DirectusValidationError,
+)
+from calsync.directus_setup import BOOKING_FIELDS, DirectusSetup, SetupConfig, SetupError
+from tests.parts.directus import ADMIN_TOKEN, DirectusServer
+
+pytestmark = pytest.mark.directus
+
+
+def sync_client(server: DirectusServer) -> DirectusClient:
+    return DirectusClient(server.url, server.sync_token, "bookings", sleep=lambda _: None)
+
+
+def test_bulk_create_read_update_delete_as_the_least_privilege_user(
+    directus_bookings: DirectusServer,
+) -> None:
+    client = sync_client(directus_bookings)
+    rows = client.create_items(
+        [
+            {"title": "a", "start_datetime": "2026-07-01T10:00:00+02:00"},
+            {"title": "b", "start_datetime": "2026-07-02T10:00:00Z"},
+            {"title": "c", "start_datetime": "2026-07-03T10:00:00Z"},
+        ]
+    )
+    assert [r["title"] for r in rows] == ["a", "b", "c"]
+    assert rows[0]["start_datetime"] == "2026-07-01T08:00:00.000Z"  # an offset is honoured, UTC comes back
+    keys = [str(r["id"]) for r in rows]
+    before = client.requests
+    found = client.get_items([*keys, "999999"])
+    assert client.requests == before + 1  # many keys, one request
+    assert set(found) == set(keys)
+    updated = client.update_items(
+        [{"id": rows[0]["id"], "title": "a2"}, {"id": rows[1]["id"], "location": "Rome"}]
+    )
+    assert {r["title"] for r in updated} == {"a2", "b"} and all(r["date_updated"] for r in updated)
+    client.update_many(keys[1:], {"status": "cancelled"})
+    assert [found["status"] for found in client.get_items(keys).values()].count("cancelled") == 2
+    client.delete_items(keys[:2])
+    assert set(client.get_items(keys)) == {keys[2]}
+    assert client.current_user_id() == directus_bookings.sync_user_id
+
+
+def test_changed_since_finds_created_and_updated_items_in_key_order(
+    directus_bookings: DirectusServer,
+) -> None:
+    client = sync_client(directus_bookings)
+    first = client.create_items(
+        [{"title": f"t{n}", "start_datetime": "2026-07-01T10:00:00Z"} for n in range(5)]
+    )
+    everything = [row["id"] for page in client.items_changed_since(None, page_size=2) for row in page]
+    assert everything == [r["id"] for r in first]
+    # The Date header has whole seconds: changes in the checkpoint's own second are (safely) included.
+    time.sleep(1.1)
+    checkpoint = client.server_time().strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    time.sleep(1.1)
+    client.update_items([{"id": first[3]["id"], "title": "changed"}])
+    new = client.create_items([{"title": "new", "start_datetime": "2026-07-01T10:00:00Z"}])
+    later = [row["id"] for page in client.items_changed_since(checkpoint, page_size=1) for row in page]
+    assert later == [first[3]["id"], new[0]["id"]]
+
+
+def test_fields_fall_back_when_the_schema_is_not_readable(directus_bookings: DirectusServer) -> None:
+    client = sync_client(directus_bookings)
+    with pytest.raises((DirectusAuthError, DirectusNotFound)):
+        client.fields()  # least privilege: no schema access
+    admin = DirectusClient(directus_bookings.url, ADMIN_TOKEN, "bookings")
+    assert {f["field"] for f in BOOKING_FIELDS} <= admin.fields()
+    client.create_items([{"title": "x", "start_datetime": "2026-07-01T10:00:00Z"}])
+    sample = client.sample_item()
+    assert sample is not None and {"google_event_id", "sync_status", "date_updated"} <= set(sample)
+
+
+def test_errors_are_mapped_and_never_show_the_token(
+    directus_bookings: DirectusServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = DirectusClient(
+        directus_bookings.url, "not-the-token-0123456789", "bookings", sleep=lambda _: None
+    )
+    with pytest.raises(DirectusAuthError) as caught:
+        wrong.get_items(["1"])
+    assert "not-the-token-0123456789" not in str(caught.value)
+    client = sync_client(directus_bookings)
+    with pytest.raises(DirectusNotFound):
+        DirectusClient(directus_bookings.url, directus_bookings.sync_token, "invoices").get_items(["1"])
+    existing = client.create_items([{"title": "x", "start_datetime": "2026-07-01T10:00:00Z"}])[0]["id"]
+    admin = DirectusClient(directus_bookings.url, ADMIN_TOKEN, "bookings")
+    with pytest.raises(DirectusValidationError, match="RECORD_NOT_UNIQUE"):
+        admin.create_items([{"id": existing, "title": "duplicate key"}])
+    assert directus_bookings.sync_token not in caplog.text
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    failures = 2
+
+    def do_GET(self) -> None:
+        if type(self).failures > 0:
+            type(self).failures -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        body = json.dumps({"data": [{"id": 1, "title": "ok"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_retries_503_then_gives_up_as_unavailable() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sleeps: list[float] = []
+    try:
+        client = DirectusClient(
+            f"http://127.0.0.1:{server.server_port}",
+            "t0ken-abcdef",
+            "bookings",
+            retries=3,
+            sleep=sleeps.append,
+        )
+        assert client.get_items(["1"]) == {"1": {"id": 1, "title": "ok"}}
+        assert len(sleeps) == 2 and client.requests == 3
+        _Flaky.failures = 10
+        with pytest.raises(DirectusUnavailable):
+            client.get_items(["1"])
+    finally:
+        server.shutdown()
+
+
+def test_unreachable_directus_is_unavailable() -> None:
+    with pytest.raises(DirectusUnavailable, match="cannot connect"):
+        DirectusClient(
+            "http://127.0.0.1:9", "tok-abcdef", "bookings", retries=1, sleep=lambda _: None
+        ).get_items(["1"])
+
+
+# -- calsync directus setup ---------------------------------------------------------------------------
+
+
+def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusServer) -> None:
+    config = SetupConfig(
+        directus.url,
+        ADMIN_TOKEN,
+        "bookings",
+        "http://127.0.0.1:9/hook-a",
+        "http://127.0.0.1:9/oauth",
+        "secret-a-123456",
+        "key-a-123456",
+    )
+    DirectusSetup(config).run()
+    again = DirectusSetup(config).run()
+    assert again.as_json()["changed"] is False and again.sync_token is None
+    moved = DirectusSetup(
+        SetupConfig(**{**config.__dict__, "booking_hook_url": "http://127.0.0.1:9/hook-b"})
+    ).run()
+    assert [s["what"] for s in moved.steps if s["action"] == "updated"] == ["Flow to booking_hook"]
+    flows = directus.admin(
+        "GET",
+        "/flows",
+        params={"fields": "name,operation.options", "filter": json.dumps({"name": {"_contains": "calsync"}})},
+    ).json()["data"]
+    assert len(flows) == 1
+    options = flows[0]["operation"]["options"]
+    assert options["url"] == "http://127.0.0.1:9/hook-b"
+    assert {"header": "Authorization", "value": "Bearer secret-a-123456"} in options["headers"]
+    assert options["body"] == '{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}'
+    settings = directus.admin("GET", "/items/calendar_sync").json()["data"]
+    assert settings["connect_url"] == "http://127.0.0.1:9/oauth/start?key=key-a-123456"
+    directus.setup()  # back to the session's configuration
+
+
+def test_setup_adds_only_missing_fields_and_refuses_a_conflicting_one(directus: DirectusServer) -> None:
+    directus.admin(
+        "POST",
+        "/collections",
+        json={
+            "collection": "appointments",
+            "schema": {},
+            "meta": {},
+            "fields": [
+                {
+                    "field": "id",
+                    "type": "integer",
+                    "meta": {},
+                    "schema": {"is_primary_key": True, "has_auto_increment": True},
+                },
+                {"field": "title", "type": "string", "meta": {}, "schema": {}},
+            ],
+        },
+    ).raise_for_status()
+    config = SetupConfig(
+        directus.url,
+        ADMIN_TOKEN,
+        "appointments",
+        "http://127.0.0.1:9/h",
+        "http://127.0.0.1:9/o",
+        "s-123456",
+        "k-123456",
+    )
+    plan = DirectusSetup(config, dry_run=True).run()
+    assert ("field appointments.end_datetime", "would be created") in [
+        (s["what"], s["action"]) for s in plan.steps
+    ]
+    assert "end_datetime" not in {
+        f["field"] for f in directus.admin("GET", "/fields/appointments").json()["data"]
+    }
+    DirectusSetup(config).run()
+    fields = {f["field"]: f["type"] for f in directus.admin("GET", "/fields/appointments").json()["data"]}
+    assert fields["end_datetime"] == "timestamp" and fields["title"] == "string"
+    directus.admin(
+        "POST",
+        "/collections",
+        json={
+            "collection": "clashing",
+            "schema": {},
+            "meta": {},
+            "fields": [
+                {
+                    "field": "id",
+                    "type": "integer",
+                    "meta": {},
+                    "schema": {"is_primary_key": True, "has_auto_increment": True},
+                },
+                {"field": "start_datetime", "type": "string", "meta": {}, "schema": {}},
+            ],
+        },
+    ).raise_for_status()
+    with pytest.raises(SetupError, match=r"clashing.start_datetime exists as type 'string'"):
+        DirectusSetup(SetupConfig(**{**config.__dict__, "collection": "clashing"})).run()
+    directus.setup()
+
+
+def test_setup_command_errors_are_clear_and_exit_non_zero(directus: DirectusServer, tmp_path: Path) -> None:
+    base = [
+        sys.executable,
+        "-m",
+        "calsync.cli",
+        "directus",
+        "setup",
+        "--booking-hook-url",
+        "http://127.0.0.1:9/h",
+        "--oauth-callback-url",
+        "http://127.0.0.1:9/o",
+        "--webhook-secret",
+        "s-123456",
+        "--connect-key",
+        "k-123456",
+    ]
+    wrong = subprocess.run(
+        [*base, "--directus-url", directus.url, "--admin-token", "wrong-token"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (
+        wrong.returncode == 1
+        and "refused the admin token" in wrong.stderr
+        and "Traceback" not in wrong.stderr
+    )
+    down = subprocess.run(
+        [*base, "--directus-url", "http://127.0.0.1:9", "--admin-token", "x"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert down.returncode == 1 and "cannot reach Directus" in down.stderr and "Traceback" not in down.stderr
+    ok = subprocess.run(
+        [*base, "--directus-url", directus.url, "--admin-token", ADMIN_TOKEN, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert isinstance(json.loads(ok.stdout)["steps"], list)
+    directus.setup()
+
+
+def test_the_sync_user_is_least_privilege(directus: DirectusServer) -> None:
+    client = DirectusClient(directus.url, directus.sync_token, "directus_users", sleep=lambda _: None)
+    with pytest.raises((DirectusAuthError, DirectusNotFound)):
+        client.get_items(["x"])
+    settings = DirectusClient(directus.url, directus.sync_token, "bookings").update_singleton(
+        "calendar_sync", {"google_account": "a@example.com"}
+    )
+    assert settings["google_account"] == "a@example.com"
+
+
+def test_flow_logs_do_not_need_caplog(caplog: pytest.LogCaptureFixture) -> None:
+    # The client logs retries through the calsync logger only, at WARNING.
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(DirectusUnavailable):
+        DirectusClient(
+            "http://127.0.0.1:9", "tok-abcdef-123", "bookings", retries=1, sleep=lambda _: None
+        ).get_items(["1"])
+    assert any(r.name == "calsync.directus" for r in caplog.records)
+    assert "tok-abcdef-123" not in caplog.text

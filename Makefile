@@ -4,11 +4,12 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 UV_VERSION := 0.13.8
-TOOLS := .cache/tools
+TOOLS := $(CURDIR)/.cache/tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
+export UV
 
 .PHONY: install run test test-deps lint fmt unit directus iac requirements tf-check bundle bench clean
 

@@ -98,7 +98,7 @@ def test_calendar_import_answers_not_connected_without_a_token(env: pytest.Monke
     importer = client("calendar_import")
     response = importer.post("/")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "not_connected"}
+    assert response.get_json() == {"status": "not_connected", "pending_outbox": 0}
     assert importer.get("/").status_code == 405
 
 

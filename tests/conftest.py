@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.parts.firestore",
     "tests.fakes.google",
     "tests.parts.directus",
+    "tests.parts.product",
 ]

@@ -69,6 +69,8 @@ def run_cycle(app: App, now: datetime | None = None) -> CycleResult:
 def _run(app: App, now: datetime) -> CycleResult:
     started = time.monotonic()
     store, connection = app.store, app.connection
+    if app.tokens.get(connection) is None or store.get_status(connection).state == "needs_reconnect":
+        app.publish_status()  # keep what Directus shows current even when no cycle can run
     if app.tokens.get(connection) is None:
         return CycleResult(
             "not_connected",

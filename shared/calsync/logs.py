@@ -101,8 +101,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_base_factory = logging.getLogRecordFactory()
+
+
+def _scrubbing_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Records are scrubbed when they are made, so no handler (ours, the platform's, a test's) sees a token."""
+    record = _base_factory(*args, **kwargs)
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed format string: let the handler report it as usual
+        return record
+    record.msg = scrub(message)
+    record.args = None
+    return record
+
+
 def configure(project: str | None = None, level: int = logging.INFO) -> None:
     """Send every log line through the JSON formatter on stdout (idempotent)."""
+    logging.setLogRecordFactory(_scrubbing_factory)
     root = logging.getLogger()
     for handler in root.handlers:
         if getattr(handler, "calsync", False):
@@ -114,7 +130,15 @@ def configure(project: str | None = None, level: int = logging.INFO) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # The Google client libraries log request URLs at DEBUG/INFO; keep them quiet.
-    for noisy in ("googleapiclient", "google_auth_httplib2", "urllib3", "google.auth", "werkzeug"):
+    for noisy in (
+        "googleapiclient",
+        "google_auth_httplib2",
+        "urllib3",
+        "google.auth",
+        "werkzeug",
+        "requests_oauthlib",
+        "oauthlib",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

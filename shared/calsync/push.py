@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -90,14 +90,14 @@ class _Write:
 class Pusher:
     """Pushes bookings of one connection and collection to its calendar."""
 
-    def __init__(self, app: App, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, app: App) -> None:
         self.app = app
         self.settings = app.settings
         self.store = app.store
         self.connection = app.connection
         self.collection = app.settings.directus_collection
         self.calendar_id = app.settings.google_calendar_id
-        self.sleep = sleep
+        self.sleep = time.sleep  # waiting for another delivery's lease is real waiting, even in tests
         self.holder = uuid.uuid4().hex
 
     # -- entry points ---------------------------------------------------------------------------------
@@ -157,7 +157,8 @@ class Pusher:
     ) -> None:
         """Sort a Google failure: retry later (outbox) or give up on these bookings."""
         if isinstance(exc, GoogleAccessRevoked):
-            mark_needs_reconnect(self.store, self.connection, str(exc))
+            if mark_needs_reconnect(self.store, self.connection, str(exc)):
+                self.app.publish_status()
             reason = "the Google connection needs a new consent"
         elif isinstance(exc, NotConnected | GoogleRetryableError | GoogleQuotaExceeded | DirectusUnavailable):
             reason = str(exc)

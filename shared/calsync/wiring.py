@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,11 +61,18 @@ def build_token_store(settings: Settings) -> TokenStore:
 class App:
     """Settings plus the adapters built from them, shared by every request of this process."""
 
-    def __init__(self, settings: Settings, connection: str = DEFAULT_CONNECTION) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        connection: str = DEFAULT_CONNECTION,
+        sleep: Callable[[float], None] = time.sleep,
+        store: SyncStore | None = None,
+    ) -> None:
         self.settings = settings
         self.connection = connection
+        self.sleep = sleep  # backoff between retries (tests make it instant)
         self._lock = threading.RLock()
-        self._built: dict[str, Any] = {}
+        self._built: dict[str, Any] = {} if store is None else {"store": store}
         for secret in (
             settings.webhook_secret,
             settings.connect_key,
@@ -106,6 +115,7 @@ class App:
                 str(self.settings.directus_url).rstrip("/"),
                 self.settings.directus_token.get_secret_value(),
                 self.settings.directus_collection,
+                sleep=self.sleep,
             )
 
         client: DirectusClient = self._once("directus", build)
@@ -163,7 +173,7 @@ class App:
                 scopes=list(CALENDAR_SCOPES),
             )
             service = build_calendar_service(credentials, str(self.settings.google_api_root))
-            calendar = GoogleCalendar(service, self.settings.google_calendar_id)
+            calendar = GoogleCalendar(service, self.settings.google_calendar_id, sleep=self.sleep)
             self._built["calendar"] = (refresh_token, calendar)
             return calendar
 

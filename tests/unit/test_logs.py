@@ -86,3 +86,11 @@ def test_exceptions_are_logged_as_type_and_scrubbed_text_not_traceback(
 def test_short_values_are_not_registered_as_secrets() -> None:
     logs.register_secret("abc")
     assert logs.scrub("abc is an ordinary word") == "abc is an ordinary word"
+
+
+def test_every_handler_sees_scrubbed_records_after_configure(caplog: pytest.LogCaptureFixture) -> None:
+    logs.configure()
+    caplog.set_level(logging.DEBUG, logger="some.library")
+    logging.getLogger("some.library").debug("Obtained token %s", {"refresh_token": "1//0gLibraryLeakedToken"})
+    assert "1//0gLibraryLeakedToken" not in caplog.text
+    assert logs.REDACTED in caplog.text

@@ -1,0 +1,242 @@
+"""Connecting a Google account through oauth_callback, with the real google-auth-oauthlib against the fake."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from calsync.oauth import CALENDAR_EVENTS_SCOPE
+from calsync.settings import load_settings
+from calsync.wiring import App, set_app
+from tests.parts.directus import CONNECT_KEY
+from tests.parts.product import ACCOUNT, Product
+
+pytestmark = [pytest.mark.google, pytest.mark.directus]
+
+
+def start(product: Product, key: str = CONNECT_KEY) -> requests.Response:
+    return product.client("oauth_callback").get(f"/start?key={key}")  # type: ignore[return-value]
+
+
+def consent(product: Product) -> dict[str, str]:
+    """Follow /start to the fake's consent screen, which answers with the redirect Google would send."""
+    began = start(product)
+    assert began.status_code == 302
+    at_google = requests.get(began.headers["Location"], allow_redirects=False, timeout=10)
+    assert at_google.status_code == 302, at_google.text
+    back = urlsplit(at_google.headers["Location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == str(product.app.settings.google_redirect_uri)
+    return {k: v[0] for k, v in parse_qs(back.query).items()}
+
+
+def callback(product: Product, params: dict[str, str]) -> requests.Response:
+    return product.client("oauth_callback").get("/callback", query_string=params)  # type: ignore[return-value]
+
+
+def status(product: Product) -> dict[str, object]:
+    response = product.client("oauth_callback").get(f"/status?key={CONNECT_KEY}")
+    assert response.status_code == 200
+    return dict(response.get_json())
+
+
+def test_start_redirects_to_consent_with_offline_pkce_and_a_signed_state(product: Product) -> None:
+    response = start(product)
+    assert response.status_code == 302
+    url = urlsplit(response.headers["Location"])
+    assert f"{url.scheme}://{url.netloc}{url.path}" == product.google.auth_uri
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert (
+        query["response_type"] == "code"
+        and query["access_type"] == "offline"
+        and query["prompt"] == "consent"
+    )
+    assert query["include_granted_scopes"] == "true" and query["code_challenge_method"] == "S256"
+    assert CALENDAR_EVENTS_SCOPE in query["scope"].split()
+    assert query["redirect_uri"] == str(product.app.settings.google_redirect_uri)
+    assert len(query["state"]) > 40 and "." in query["state"]
+
+
+def test_full_connection_stores_the_token_and_shows_who_is_connected(
+    product: Product, tmp_path: Path
+) -> None:
+    params = consent(product)
+    response = callback(product, params)
+    assert response.status_code == 302
+    assert (
+        response.headers["Location"]
+        == f"https://crm.example.com?calendar_connected={ACCOUNT.replace('@', '%40')}"
+    )
+    body = status(product)
+    assert body["connected"] is True and body["account"] == ACCOUNT and body["state"] == "connected"
+    assert CALENDAR_EVENTS_SCOPE in body["scopes"]  # type: ignore[operator]
+    token = product.app.tokens.get()
+    assert token is not None and product.google.refresh_token_valid(token)
+    token_file = tmp_path / "refresh_token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    # the Directus settings item shows the account too
+    settings = product.directus.admin("GET", "/items/calendar_sync").json()["data"]
+    assert settings["google_account"] == ACCOUNT and settings["connection_state"] == "connected"
+    # and the token works for the calendar
+    calendar = product.app.calendar()
+    assert calendar is not None and calendar.list_events().items == []
+
+
+def test_a_replayed_callback_is_refused(product: Product) -> None:
+    params = consent(product)
+    assert callback(product, params).status_code == 302
+    replay = callback(product, params)
+    assert replay.status_code == 400 and b"already" in replay.data
+
+
+def test_forged_and_expired_states_are_refused(product: Product) -> None:
+    params = consent(product)
+    forged = callback(product, {**params, "state": params["state"][:-4] + "AAAA"})
+    assert forged.status_code == 400 and b"did not start here" in forged.data
+    stored = product.store.consume_oauth_state(params["state"])
+    assert stored is not None
+    from datetime import timedelta
+
+    product.store.put_oauth_state(
+        dataclasses.replace(stored, expires_at=stored.created_at - timedelta(seconds=1))
+    )
+    expired = callback(product, params)
+    assert expired.status_code == 400 and b"10 minutes" in expired.data
+    assert product.app.tokens.get() is None
+
+
+@pytest.mark.parametrize(("key", "status_code"), [("", 401), ("wrong", 403)])
+def test_start_needs_the_key(product: Product, key: str, status_code: int) -> None:
+    response = start(product, key)
+    assert response.status_code == status_code and "Location" not in response.headers
+
+
+def test_access_denied_and_escaped_errors(product: Product) -> None:
+    product.google.consent(deny=True)
+    params = consent(product)
+    assert params["error"] == "access_denied"
+    denied = callback(product, params)
+    assert denied.status_code == 403 and b"declined" in denied.data
+    xss = callback(product, {"error": "<script>alert(1)</script>", "state": "x"})
+    assert xss.status_code == 400
+    assert b"<script>" not in xss.data and b"&lt;script&gt;" in xss.data
+
+
+def test_no_refresh_token_is_explained_and_nothing_stored(product: Product) -> None:
+    product.google.consent(refresh_token=False)
+    response = callback(product, consent(product))
+    assert response.status_code == 400 and b"no refresh token" in response.data
+    assert product.app.tokens.get() is None and status(product)["connected"] is False
+
+
+def test_narrowed_scopes_are_refused_and_revoked(product: Product) -> None:
+    product.google.consent(scopes=["openid", "https://www.googleapis.com/auth/userinfo.email"])
+    response = callback(product, consent(product))
+    assert response.status_code == 403 and b"calendar" in response.data
+    assert product.app.tokens.get() is None
+
+
+def test_account_not_allowed(google_fake: object, product: Product, tmp_path: Path) -> None:
+    settings = load_settings(
+        **{**product.app.settings.model_dump(), "allowed_google_accounts": "@company.example"}
+    )
+    app = App(settings, sleep=lambda _: None)
+    set_app(app)
+    product.app = app
+    response = callback(product, consent(product))
+    assert response.status_code == 403 and b"not in ALLOWED_GOOGLE_ACCOUNTS" in response.data
+    assert app.tokens.get() is None
+
+
+def test_token_endpoint_down_is_a_502(product: Product) -> None:
+    params = consent(product)
+    product.google.fail_next(3, 500, "backendError", path_contains="/token")
+    response = callback(product, params)
+    assert response.status_code == 502 and b"Google" in response.data
+    assert product.app.tokens.get() is None
+
+
+def test_disconnect_revokes_and_forgets(product: Product) -> None:
+    callback(product, consent(product))
+    token = product.app.tokens.get()
+    assert token is not None
+    oauth = product.client("oauth_callback")
+    assert oauth.post("/disconnect?key=wrong").status_code == 403
+    response = oauth.post(f"/disconnect?key={CONNECT_KEY}")
+    assert response.status_code == 200 and response.get_json()["revoked"] is True
+    assert not product.google.refresh_token_valid(token)
+    assert product.app.tokens.get() is None
+    assert status(product)["state"] == "disconnected"
+
+
+def test_invalid_grant_marks_needs_reconnect_once_and_a_new_consent_recovers(
+    product: Product, caplog: pytest.LogCaptureFixture
+) -> None:
+    callback(product, consent(product))
+    product.google.revoke_all()
+    product.google.expire_access_tokens()
+    caplog.set_level(logging.ERROR)
+    booking = product.create_bookings({"title": "while revoked", "start_datetime": "2026-12-01T10:00:00Z"})[0]
+    first = product.deliver_event("create", [booking["id"]])
+    assert first.status_code == 202 and first.get_json()["queued"]
+    second = product.deliver_event("update", [booking["id"]])
+    assert second.status_code == 202
+    assert status(product)["needs_reconnect"] is True
+    assert sum("needs a new consent" in r.getMessage() for r in caplog.records) == 1  # logged once
+    assert product.store.count_outbox("default") == 1  # latest intent per booking
+    cycle = product.cycle()
+    assert cycle.status_code == 200 and cycle.get_json()["status"] == "needs_reconnect"
+    settings = product.directus.admin("GET", "/items/calendar_sync").json()["data"]
+    assert settings["connection_state"] == "needs_reconnect"
+    # a new consent clears it, and the next cycle drains the queue
+    callback(product, consent(product))
+    assert status(product)["state"] == "connected"
+    drained = product.cycle()
+    assert drained.status_code == 200, drained.get_json()
+    assert product.store.count_outbox("default") == 0
+    assert [e["summary"] for e in product.live_events()] == ["while revoked"]
+
+
+def test_tokens_never_reach_the_logs(
+    product: Product, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from calsync import logs
+
+    logs.configure()
+    caplog.set_level(logging.DEBUG)
+    params = consent(product)
+    callback(product, params)
+    token = product.app.tokens.get()
+    assert token is not None
+    product.client("oauth_callback").post(f"/disconnect?key={CONNECT_KEY}")
+    captured = capfd.readouterr()
+    text = captured.out + captured.err + caplog.text
+    for secret in (token, params["code"], CONNECT_KEY, product.google.client_secret):
+        assert secret not in text
+
+
+def test_secret_manager_holds_the_token_when_configured(product: Product, secretmanager_fake: object) -> None:
+    fake = secretmanager_fake
+    fake.create_secret("refresh-token")  # type: ignore[attr-defined]
+    settings = load_settings(
+        **{
+            **product.app.settings.model_dump(),
+            "token_store": f"secretmanager://projects/{fake.project}/secrets/refresh-token",  # type: ignore[attr-defined]
+            "secret_manager_endpoint": fake.endpoint,  # type: ignore[attr-defined]
+        }
+    )
+    app = App(settings, sleep=lambda _: None, store=product.app.store)
+    set_app(app)
+    product.app = app
+    callback(product, consent(product))
+    token = app.tokens.get()
+    assert token is not None and product.google.refresh_token_valid(token)
+    versions = fake.versions(f"projects/{fake.project}/secrets/refresh-token")  # type: ignore[attr-defined]
+    assert [v[1] for v in versions].count("ENABLED") == 1
+    callback(product, consent(product))  # a reconnect: new version, the old one destroyed
+    versions = fake.versions(f"projects/{fake.project}/secrets/refresh-token")  # type: ignore[attr-defined]
+    assert [str(v[1]) for v in versions].count("ENABLED") == 1 and len(versions) == 2

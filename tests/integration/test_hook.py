@@ -240,6 +240,7 @@ def test_time_zones_and_all_day(product: Product, zone: str, tmp_path: Any) -> N
     product.app = App(settings, sleep=lambda _: None, store=product.app.store)
     set_app(product.app)
     product.connect()
+    offset = {"UTC": "Z", "Europe/Rome": "+01:00"}[zone]
     timed, all_day = product.create_bookings(
         {
             "title": "DST night",
@@ -249,8 +250,9 @@ def test_time_zones_and_all_day(product: Product, zone: str, tmp_path: Any) -> N
         {
             "title": "Holiday",
             "all_day": True,
-            "start_datetime": "2026-12-24T00:00:00",
-            "end_datetime": "2026-12-26T00:00:00",
+            # local midnights, as the Directus app sends them from a browser in that zone
+            "start_datetime": f"2026-12-24T00:00:00{offset}",
+            "end_datetime": f"2026-12-26T00:00:00{offset}",
         },
     )
     product.deliver_event("update", [timed["id"], all_day["id"]])

@@ -38,6 +38,7 @@ from calsync.wiring import App
 log = logging.getLogger(__name__)
 
 STAMP_BATCH = 50
+PAGE_SIZE = 2500  # Google's maximum: the fewest list requests
 
 
 class MassCancelRefused(Exception):
@@ -117,9 +118,13 @@ class Puller:
             window = now - timedelta(days=self.settings.import_window_days)
         while True:
             if cursor.sync_token:
-                page = self.calendar.list_events(sync_token=cursor.sync_token, page_token=page_token)
+                page = self.calendar.list_events(
+                    sync_token=cursor.sync_token, page_token=page_token, max_results=PAGE_SIZE
+                )
             else:
-                page = self.calendar.list_events(time_min=window, page_token=page_token)
+                page = self.calendar.list_events(
+                    time_min=window, page_token=page_token, max_results=PAGE_SIZE
+                )
             yield page
             if not page.next_page_token:
                 return

@@ -1,0 +1,332 @@
+"""calendar_import: one sync cycle against the Google fake and a real Directus."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+from requests.adapters import HTTPAdapter
+
+from calsync import pull
+from calsync.booking import PRIVATE_KEY
+from calsync.google_calendar import event_id_for
+from tests.parts.product import Product
+
+pytestmark = [pytest.mark.google, pytest.mark.directus]
+
+SOON = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) + timedelta(days=2)
+
+
+def cycle(product: Product) -> dict[str, Any]:
+    response = product.cycle()
+    assert response.status_code == 200, response.get_json()
+    body: dict[str, Any] = response.get_json()
+    assert body["status"] == "ok", body
+    return body
+
+
+def by_title(product: Product) -> dict[str, dict[str, Any]]:
+    return {row["title"]: row for row in product.bookings().values()}
+
+
+def test_first_import_brings_timed_all_day_and_recurring_events(product: Product) -> None:
+    product.connect()
+    product.google.create_event(
+        "Timed", SOON, SOON + timedelta(minutes=45), location="Room 1", description="Notes"
+    )
+    product.google.create_event("Day off", SOON.date(), SOON.date() + timedelta(days=2))
+    series = product.google.add_recurring(
+        "Daily standup", SOON + timedelta(hours=2), SOON + timedelta(hours=3), count=3
+    )
+    summary = cycle(product)
+    assert summary["created"] == 5 and summary["full_sync"] is True
+    rows = product.bookings()
+    assert len(rows) == 5
+    titles = by_title(product)
+    timed = titles["Timed"]
+    assert timed["location"] == "Room 1" and timed["description"] == "Notes" and timed["all_day"] is False
+    assert timed["start_datetime"] == SOON.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert titles["Day off"]["all_day"] is True
+    standups = [r for r in rows.values() if r["title"] == "Daily standup"]
+    assert len(standups) == 3
+    assert {r["google_event_id"] for r in standups} == set(product.google.instance_ids(series["id"]))
+    # every imported event is stamped with its booking key, and mapped
+    for row in rows.values():
+        event = product.google.event(row["google_event_id"])
+        assert event["extendedProperties"]["private"][PRIVATE_KEY] == str(row["id"])
+        assert product.store.get_mapping("default", "bookings", str(row["id"])) is not None
+
+
+def test_a_quiet_cycle_makes_one_list_call_and_no_writes(product: Product) -> None:
+    product.connect()
+    product.google.create_event("Timed", SOON)
+    cycle(product)
+    cycle(product)  # absorbs the echo of our own stamping patch
+    product.google.clear_log()
+    before = product.bookings()
+    directus_before = product.app.directus.requests
+    summary = cycle(product)
+    assert (summary["created"], summary["updated"], summary["pushed"]) == (0, 0, 0)
+    assert product.google.count() == 1 and product.google.count(method="GET", path_contains="/events") == 1
+    # Directus: its clock, one page of changed bookings, and the status shown on the settings item
+    assert product.app.directus.requests - directus_before == 3
+    assert product.bookings() == before  # no booking was written
+
+
+def test_edits_cancellations_and_new_events_come_back(product: Product) -> None:
+    product.connect()
+    moved = product.google.create_event("To move", SOON)
+    gone = product.google.create_event("To cancel", SOON + timedelta(hours=3))
+    series = product.google.add_recurring(
+        "Class", SOON + timedelta(days=1), SOON + timedelta(days=1, hours=1), count=3
+    )
+    cycle(product)
+    cycle(product)
+    product.google.edit_event(
+        moved["id"],
+        summary="Moved",
+        start={"dateTime": (SOON + timedelta(hours=1)).isoformat()},
+        end={"dateTime": (SOON + timedelta(hours=2)).isoformat()},
+    )
+    product.google.cancel_event(gone["id"])
+    second = product.google.instance_ids(series["id"])[1]
+    product.google.cancel_instance(second)
+    product.google.create_event("Brand new", SOON + timedelta(days=3))
+    summary = cycle(product)
+    assert (summary["updated"], summary["cancelled"], summary["created"]) == (1, 2, 1)
+    titles = by_title(product)
+    assert titles["Moved"]["start_datetime"].startswith(
+        (SOON + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    )
+    assert titles["To cancel"]["status"] == "cancelled"
+    classes = {
+        r["google_event_id"]: r["status"] for r in product.bookings().values() if r["title"] == "Class"
+    }
+    assert classes[second] == "cancelled" and list(classes.values()).count("cancelled") == 1
+    assert "Brand new" in titles
+
+
+def test_our_own_pushes_are_not_imported_back(product: Product) -> None:
+    product.connect()
+    key = product.create_bookings({"title": "From Directus", "start_datetime": SOON.isoformat()})[0]["id"]
+    product.deliver_event("create", [key])
+    summary = cycle(product)
+    assert summary["created"] == 0 and summary["skipped_echoes"] == 1
+    assert len(product.bookings()) == 1
+
+
+def test_a_webhook_that_never_arrived_is_repaired(product: Product) -> None:
+    product.connect()
+    cycle(product)  # sets the checkpoint
+    keys = [r["id"] for r in product.create_bookings(*[{"title": f"missed {n}", "start_datetime": SOON.isoformat()}
+                                                       for n in range(4)])]  # fmt: skip
+    product.update_booking(keys[0], title="missed 0, edited")
+    summary = cycle(product)
+    assert summary["pushed"] == 4
+    assert sorted(e["summary"] for e in product.live_events()) == [
+        "missed 0, edited",
+        "missed 1",
+        "missed 2",
+        "missed 3",
+    ]
+    assert cycle(product)["pushed"] == 0
+
+
+def test_pagination_and_410_recovery_make_no_duplicates(
+    product: Product, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pull, "PAGE_SIZE", 4)
+    product.connect()
+    for n in range(10):
+        product.google.create_event(f"e{n}", SOON + timedelta(hours=n))
+    summary = cycle(product)
+    assert summary["created"] == 10 and summary["pages"] == 3
+    product.google.invalidate_sync_tokens()
+    product.google.edit_event(product.google.events()[0]["id"], summary="e0 renamed")
+    after = cycle(product)
+    assert after["full_sync"] is True and after["created"] == 0 and after["updated"] == 1
+    assert len(product.bookings()) == 10
+
+
+def test_nothing_is_cancelled_for_being_outside_the_window(product: Product) -> None:
+    product.connect()
+    old = product.create_bookings({"title": "Last year", "start_datetime": "2025-01-10T10:00:00Z"})[0]["id"]
+    product.deliver_event("create", [old])
+    product.google.invalidate_sync_tokens()
+    cycle(product)
+    assert product.bookings()[str(old)]["status"] == "confirmed"
+
+
+def test_google_failure_mid_pages_then_a_clean_cycle_converges(
+    product: Product, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pull, "PAGE_SIZE", 3)
+    product.connect()
+    for n in range(8):
+        product.google.create_event(f"e{n}", SOON + timedelta(hours=n))
+    # the first page goes through, then Google fails long enough to exhaust the retries
+    original = product.app.calendar()
+    assert original is not None
+    calls = {"n": 0}
+    real_list = original.list_events
+
+    def flaky_list(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            product.google.fail_next(20, 503, "backendError", path_contains="/events", method="GET")
+        return real_list(**kwargs)
+
+    monkeypatch.setattr(original, "list_events", flaky_list)
+    failed = product.cycle()
+    assert failed.status_code == 503 and failed.get_json()["status"] == "error"
+    product.google.clear_faults()
+    monkeypatch.setattr(original, "list_events", real_list)
+    cycle(product)
+    cycle(product)
+    assert sorted(r["title"] for r in product.bookings().values()) == [f"e{n}" for n in range(8)]
+
+
+def test_a_crash_between_pages_repeats_work_and_never_duplicates(
+    product: Product, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pull, "PAGE_SIZE", 3)
+    product.connect()
+    for n in range(7):
+        product.google.create_event(f"e{n}", SOON + timedelta(hours=n))
+    real = pull.Puller._apply_page
+    pages = {"n": 0}
+
+    def crash_on_second(self: pull.Puller, events: list[dict[str, Any]]) -> None:
+        pages["n"] += 1
+        if pages["n"] == 2:
+            raise SystemExit("the instance died")  # nothing in the product catches this
+        real(self, events)
+
+    monkeypatch.setattr(pull.Puller, "_apply_page", crash_on_second)
+    with pytest.raises(SystemExit):
+        product.cycle()
+    cursor = product.store.get_cursor("default", "primary")
+    assert cursor is None or cursor.sync_token is None  # the token did not move past uncommitted work
+    # the dead instance's lease runs out (taken here as if ten minutes had passed, then given back)
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    assert product.store.acquire_lease("default/import", "janitor", timedelta(seconds=1), now=later)
+    product.store.release_lease("default/import", "janitor")
+    monkeypatch.setattr(pull.Puller, "_apply_page", real)
+    cycle(product)
+    assert sorted(r["title"] for r in product.bookings().values()) == [f"e{n}" for n in range(7)]
+
+
+class _FailingAdapter(HTTPAdapter):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self.failures > 0 and request.method in ("POST", "PATCH"):
+            self.failures -= 1
+            response = requests.Response()
+            response.status_code = 503
+            response._content = (
+                b'{"errors":[{"message":"Service Unavailable","extensions":{"code":"SERVICE_UNAVAILABLE"}}]}'
+            )
+            response.request = request
+            return response
+        return super().send(request, **kwargs)
+
+
+def test_directus_503_mid_cycle_then_a_clean_cycle_converges(product: Product) -> None:
+    product.connect()
+    for n in range(3):
+        product.google.create_event(f"e{n}", SOON + timedelta(hours=n))
+    adapter = _FailingAdapter(failures=10)
+    product.app.directus.session.mount("http://", adapter)
+    failed = product.cycle()
+    assert failed.status_code == 503 and "Directus" in failed.get_json()["error"]
+    product.app.directus.session.mount("http://", HTTPAdapter())
+    cycle(product)
+    cycle(product)
+    assert sorted(r["title"] for r in product.bookings().values()) == ["e0", "e1", "e2"]
+    assert len(product.google.events()) == 3
+
+
+def test_two_concurrent_cycles_one_answers_409(product: Product) -> None:
+    product.connect()
+    assert product.store.acquire_lease("default/import", "another-instance", timedelta(minutes=5))
+    busy = product.cycle()
+    assert busy.status_code == 409 and busy.get_json()["status"] == "busy"
+    product.store.release_lease("default/import", "another-instance")
+    answers: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        answers.append(product.cycle().status_code)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) in ([200, 200], [200, 409])  # they overlap (409) or one ran after the other
+
+
+def test_mass_cancellation_is_refused(product: Product) -> None:
+    product.connect()
+    events = [product.google.create_event(f"e{n}", SOON + timedelta(hours=n)) for n in range(12)]
+    cycle(product)
+    cycle(product)
+    for event in events[:11]:
+        product.google.cancel_event(event["id"])
+    refused = product.cycle()
+    assert refused.status_code == 200 and refused.get_json()["status"] == "mass_cancel_refused"
+    assert all(r["status"] != "cancelled" for r in product.bookings().values())
+    status = product.client("oauth_callback").get("/status?key=calsync-test-connect-key").get_json()
+    assert "MAX_CANCEL_SHARE" in status["last_error"]
+
+
+def test_conflict_the_later_change_wins(product: Product) -> None:
+    product.connect()
+    key = product.create_bookings({"title": "Original", "start_datetime": SOON.isoformat()})[0]["id"]
+    product.deliver_event("create", [key])
+    cycle(product)
+    event_id = event_id_for("default", "bookings", str(key))
+    # Directus first (its webhook lost), then Google: Google is later and wins
+    product.update_booking(key, title="Directus edit")
+    product.google.edit_event(event_id, summary="Google edit")
+    cycle(product)
+    assert product.bookings()[str(key)]["title"] == "Google edit"
+    assert product.google.event(event_id)["summary"] == "Google edit"
+    # Google first, then Directus: Directus is later and wins
+    product.google.edit_event(event_id, summary="Google again")
+    import time
+
+    time.sleep(0.01)
+    product.update_booking(key, title="Directus last")
+    summary = cycle(product)
+    assert summary["conflicts_directus_won"] == 1
+    assert product.bookings()[str(key)]["title"] == "Directus last"
+    assert product.google.event(event_id)["summary"] == "Directus last"
+
+
+def test_not_connected_and_needs_reconnect_answers(product: Product) -> None:
+    assert product.cycle().get_json()["status"] == "not_connected"
+    product.connect()
+    product.google.revoke_all()
+    product.google.expire_access_tokens()
+    product.app.forget_calendar()
+    first = product.cycle()
+    assert first.status_code == 200 and first.get_json()["status"] == "needs_reconnect"
+    assert product.cycle().get_json()["status"] == "needs_reconnect"
+
+
+def test_cycle_on_firestore(product_firestore: Product) -> None:
+    product = product_firestore
+    product.connect()
+    product.google.create_event("Timed", SOON)
+    product.google.create_event("Day", date.today() + timedelta(days=3))
+    assert cycle(product)["created"] == 2
+    cycle(product)
+    assert cycle(product)["created"] == 0 and len(product.bookings()) == 2

@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.parts.firestore",
     "tests.fakes.google",
     "tests.parts.directus",
+    "tests.fakes.secretmanager",
     "tests.parts.product",
 ]

@@ -69,6 +69,12 @@ def page(status: int, title: str, text: str, action: str | None = None) -> flask
     return response
 
 
+def redirect(url: str) -> flask.Response:
+    response = flask.Response(status=302, headers={"Location": url})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 START_AGAIN = "Open the “Connect Google Calendar” link again to start over."
 
 
@@ -148,9 +154,7 @@ def start(app: App) -> flask.Response:
             expires_at=utcnow() + STATE_TTL,
         )
     )
-    response = flask.redirect(url, code=302)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return redirect(url)
 
 
 def _granted_scopes(token: dict[str, Any]) -> list[str]:
@@ -334,7 +338,7 @@ def callback(app: App, request: flask.Request) -> flask.Response:
     if target is None:
         return page(200, "Google Calendar connected", f"Connected as {account}. You can close this page.")
     separator = "&" if urlsplit(target).query else "?"
-    return flask.redirect(f"{target}{separator}{urlencode({'calendar_connected': account})}", code=302)
+    return redirect(f"{target}{separator}{urlencode({'calendar_connected': account})}")
 
 
 def disconnect(app: App) -> dict[str, Any]:

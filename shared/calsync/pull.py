@@ -159,8 +159,8 @@ class Puller:
         stamped.pop(None, None)
         if stamped:
             by_key = self.store.get_mappings(self.connection, self.collection, [k for k in stamped if k])
-            for key, mapping in by_key.items():
-                mappings[stamped[key]] = mapping
+            for key, found in by_key.items():
+                mappings[stamped[key]] = found
 
         creates: list[dict[str, Any]] = []
         updates: list[tuple[EventMapping, dict[str, Any], str]] = []

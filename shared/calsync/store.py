@@ -54,7 +54,8 @@ class Cursor:
     calendar_id: str
     sync_token: str | None = None
     window_start: datetime | None = None  # timeMin of the full sync the token belongs to
-    directus_checkpoint: str | None = None  # the newest date_updated already pushed
+    directus_checkpoint: str | None = None  # Directus time the last repair scan started
+    sweep_after: str | None = None  # where the orphan sweep goes on (a booking key; None: from the start)
     updated_at: datetime = dataclasses.field(default_factory=utcnow)
 
 
@@ -141,6 +142,13 @@ class SyncStore(abc.ABC):
     @abc.abstractmethod
     def delete_mappings(self, connection: str, collection: str, keys: Iterable[str]) -> None:
         """Forget these bookings' mappings (absent ones are ignored)."""
+
+    @abc.abstractmethod
+    def list_mappings(
+        self, connection: str, collection: str, after: str | None, limit: int
+    ) -> list[EventMapping]:
+        """Up to ``limit`` mappings after booking key ``after`` (None: from the first), in the adapter's key
+        order, which is stable: paging with the last key returned visits every mapping once."""
 
     @abc.abstractmethod
     def count_mappings(self, connection: str, calendar_id: str) -> int:

@@ -52,6 +52,7 @@ from google.auth.exceptions import GoogleAuthError
 from google.cloud import firestore
 from google.cloud.firestore_v1 import CollectionReference, DocumentReference
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from calsync.store import (
     ConnectionStatus,
@@ -291,6 +292,25 @@ class FirestoreSyncStore(SyncStore):
                     batch.delete(self._mapping_ref(connection, collection, key))
                 batch.commit(**self._rpc())
 
+    def list_mappings(
+        self, connection: str, collection: str, after: str | None, limit: int
+    ) -> list[EventMapping]:
+        # Document-id order (ids start with the collection) needs no composite index.
+        mappings = self._mappings(connection)
+        query = mappings.order_by(FieldPath.document_id())
+        if after is None:
+            query = query.start_at([mappings.document(_doc_id(collection, ""))])
+        else:
+            query = query.start_after([mappings.document(_doc_id(collection, after))])
+        found: list[EventMapping] = []
+        with self._guard("list_mappings"):
+            for snap in query.limit(limit).stream(**self._rpc()):
+                data = snap.to_dict()
+                if data is None or data.get("collection") != collection:
+                    break  # past this collection's ids
+                found.append(self._mapping(data))
+        return found
+
     def count_mappings(self, connection: str, calendar_id: str) -> int:
         query = self._mappings(connection).where(filter=FieldFilter("calendar_id", "==", calendar_id))
         return self._count(query, "count_mappings")
@@ -312,6 +332,7 @@ class FirestoreSyncStore(SyncStore):
             sync_token=data.get("sync_token"),
             window_start=_opt_utc(data.get("window_start")),
             directus_checkpoint=data.get("directus_checkpoint"),
+            sweep_after=data.get("sweep_after"),
             updated_at=_utc(data["updated_at"]),
         )
 
@@ -322,6 +343,7 @@ class FirestoreSyncStore(SyncStore):
             "sync_token": cursor.sync_token,
             "window_start": cursor.window_start,
             "directus_checkpoint": cursor.directus_checkpoint,
+            "sweep_after": cursor.sweep_after,
             "updated_at": cursor.updated_at,
         }
         with self._guard("put_cursor"):

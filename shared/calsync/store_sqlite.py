@@ -30,7 +30,7 @@ from calsync.store import (
     utcnow,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _CHUNK = 500  # SQLite's default limit on host parameters is 999 (older builds); stay well below it.
 
 _SCHEMA = """
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS mappings (
 CREATE INDEX IF NOT EXISTS mappings_by_event ON mappings (connection, calendar_id, event_id);
 CREATE TABLE IF NOT EXISTS cursors (
     connection TEXT NOT NULL, calendar_id TEXT NOT NULL, sync_token TEXT, window_start TEXT,
-    directus_checkpoint TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (connection, calendar_id)
+    directus_checkpoint TEXT, updated_at TEXT NOT NULL, sweep_after TEXT, PRIMARY KEY (connection, calendar_id)
 );
 CREATE TABLE IF NOT EXISTS outbox (
     connection TEXT NOT NULL, collection TEXT NOT NULL, booking_key TEXT NOT NULL, action TEXT NOT NULL,
@@ -146,6 +146,9 @@ class SqliteSyncStore(SyncStore):
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) == 1:  # version 2 added the orphan sweep's position
+                db.execute("ALTER TABLE cursors ADD COLUMN sweep_after TEXT")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StoreError(
                     f"state database {self.path} has schema {row[0]}, newer than this version understands"
@@ -238,6 +241,16 @@ class SqliteSyncStore(SyncStore):
                     [connection, collection, *chunk],
                 )
 
+    def list_mappings(
+        self, connection: str, collection: str, after: str | None, limit: int
+    ) -> list[EventMapping]:
+        rows = self._read(
+            "SELECT * FROM mappings WHERE connection = ? AND collection = ? AND booking_key > ? "
+            "ORDER BY booking_key LIMIT ?",
+            [connection, collection, after if after is not None else "", limit],
+        )
+        return [self._mapping(row) for row in rows]
+
     def count_mappings(self, connection: str, calendar_id: str) -> int:
         rows = self._read(
             "SELECT COUNT(*) AS n FROM mappings WHERE connection = ? AND calendar_id = ?",
@@ -259,6 +272,7 @@ class SqliteSyncStore(SyncStore):
             sync_token=row["sync_token"],
             window_start=_dt(row["window_start"]),
             directus_checkpoint=row["directus_checkpoint"],
+            sweep_after=row["sweep_after"],
             updated_at=_req_dt(row["updated_at"]),
         )
 
@@ -266,7 +280,8 @@ class SqliteSyncStore(SyncStore):
         window = _ts(cursor.window_start) if cursor.window_start else None
         with self._write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO cursors VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO cursors (connection, calendar_id, sync_token, window_start,"
+                " directus_checkpoint, updated_at, sweep_after) VALUES (?,?,?,?,?,?,?)",
                 (
                     cursor.connection,
                     cursor.calendar_id,
@@ -274,6 +289,7 @@ class SqliteSyncStore(SyncStore):
                     window,
                     cursor.directus_checkpoint,
                     _ts(cursor.updated_at),
+                    cursor.sweep_after,
                 ),
             )
 

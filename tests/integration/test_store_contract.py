@@ -347,3 +347,28 @@ def test_an_oauth_state_cannot_be_issued_twice(store: SyncStore) -> None:
     with pytest.raises(StoreError):
         store.put_oauth_state(state)
     assert store.consume_oauth_state("dup-state") == state
+
+
+def test_list_mappings_pages_through_one_collection_once(store: SyncStore) -> None:
+    keys = [str(n) for n in range(23)] + ["a/b", "_x", "."]
+    store.put_mappings([mapping(k) for k in keys])
+    store.put_mappings([dataclasses.replace(mapping("other-1"), collection="appointments")])
+    store.put_mappings([dataclasses.replace(mapping("9"), connection="staff-2")])
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page = store.list_mappings(C, "bookings", after, limit=5)
+        assert len(page) <= 5
+        seen.extend(m.booking_key for m in page)
+        if len(page) < 5:
+            break
+        after = page[-1].booking_key
+    assert sorted(seen) == sorted(keys) and len(seen) == len(set(seen))
+    assert [m.booking_key for m in store.list_mappings(C, "appointments", None, 10)] == ["other-1"]
+    assert store.list_mappings(C, "nothing", None, 10) == []
+
+
+def test_cursor_keeps_the_sweep_position(store: SyncStore) -> None:
+    store.put_cursor(Cursor(C, "primary", sync_token="t", sweep_after="41", updated_at=at(1)))
+    cursor = store.get_cursor(C, "primary")
+    assert cursor is not None and cursor.sweep_after == "41"

@@ -1,0 +1,29 @@
+"""A state file from schema version 1 is upgraded in place, keeping its data."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from calsync.store_sqlite import SCHEMA_VERSION, SqliteSyncStore
+
+
+def test_version_1_state_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE cursors (connection TEXT NOT NULL, calendar_id TEXT NOT NULL, sync_token TEXT,
+            window_start TEXT, directus_checkpoint TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (connection, calendar_id));
+        INSERT INTO cursors VALUES ('default', 'primary', 'tok-1', NULL, '2026-01-01T00:00:00.000Z',
+            '2026-01-01T00:00:00.000000Z');
+        """
+    )
+    db.close()
+    store = SqliteSyncStore(path)
+    cursor = store.get_cursor("default", "primary")
+    assert cursor is not None and cursor.sync_token == "tok-1" and cursor.sweep_after is None
+    version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert int(version) == SCHEMA_VERSION == 2

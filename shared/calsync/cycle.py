@@ -39,6 +39,7 @@ LEASE_TTL = timedelta(
 )  # longer than a cycle may run (the function's timeout), shorter than two ticks
 OUTBOX_PER_CYCLE = 500
 REPAIR_PAGE = 500
+SWEEP_PER_CYCLE = 200  # mappings checked for a deleted booking per cycle (one Directus read)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -92,6 +93,7 @@ def _run(app: App, now: datetime) -> CycleResult:
         pusher = Pusher(app)
         pushed.merge(drain_outbox(app, pusher, now))
         pushed.merge(repair_missed(app, pusher))
+        pushed.merge(sweep_orphans(app, pusher))
     except GoogleAccessRevoked as exc:
         mark_needs_reconnect(store, connection, str(exc))
         return _finish(app, "needs_reconnect", 200, pulled, pushed, started, error=str(exc))
@@ -205,3 +207,29 @@ def repair_missed(app: App, pusher: Pusher) -> PushOutcome:
     latest = store.get_cursor(connection, calendar_id) or cursor
     store.put_cursor(dataclasses.replace(latest, directus_checkpoint=scan_start, updated_at=utcnow()))
     return total
+
+
+def sweep_orphans(app: App, pusher: Pusher) -> PushOutcome:
+    """Delete the events of bookings that no longer exist in Directus, a bounded slice per cycle.
+
+    The slice moves on round-robin (the cursor's ``sweep_after``), so every mapping is checked every
+    mappings/SWEEP_PER_CYCLE cycles at a fixed cost per cycle, whatever the calendar's size."""
+    store, connection, collection = app.store, app.connection, app.settings.directus_collection
+    calendar_id = app.settings.google_calendar_id
+    cursor = store.get_cursor(connection, calendar_id) or Cursor(connection, calendar_id)
+    mappings = store.list_mappings(connection, collection, cursor.sweep_after, SWEEP_PER_CYCLE)
+    outcome = PushOutcome()
+    if mappings:
+        keys = [m.booking_key for m in mappings]
+        existing = app.directus.get_items(keys, fields=["id"])
+        orphans = [key for key in keys if key not in existing]
+        if orphans:
+            log.info("bookings deleted in Directus without a webhook", extra=logs.fields(count=len(orphans)))
+            outcome = pusher.push("delete", orphans)
+            for key, reason in outcome.failed.items():
+                store.enqueue(connection, collection, key, "delete", error=reason)
+    after = mappings[-1].booking_key if len(mappings) == SWEEP_PER_CYCLE else None
+    latest = store.get_cursor(connection, calendar_id) or cursor
+    if latest.sweep_after != after:
+        store.put_cursor(dataclasses.replace(latest, sweep_after=after, updated_at=utcnow()))
+    return outcome

@@ -72,6 +72,8 @@ BOOKING_FIELDS: list[dict[str, Any]] = [
     _field("sync_error", "text", readonly=True),
     _field("date_created", "timestamp", ["date-created"], readonly=True, hidden=True),
     _field("date_updated", "timestamp", ["date-updated"], readonly=True, hidden=True),
+    # Who changed a booking last: the sync's own write-backs must not count as edits in conflicts.
+    _field("user_updated", "uuid", ["user-updated"], readonly=True, hidden=True),
 ]
 
 SETTINGS_FIELDS: list[dict[str, Any]] = [
@@ -85,6 +87,11 @@ SETTINGS_FIELDS: list[dict[str, Any]] = [
     _field("pending_changes", "integer", readonly=True),
     _field("dead_letters", "integer", readonly=True),
 ]
+
+
+# Types an existing field may have instead of the one calsync creates: a dateTime works (its naive values are
+# read in TIMEZONE), and over SQLite Directus reports a uuid field as a string.
+COMPATIBLE = {"timestamp": ("dateTime",), "uuid": ("string",)}
 
 
 class SetupError(Exception):
@@ -203,8 +210,8 @@ class DirectusSetup:
             if have is None:
                 self._write("POST", f"/fields/{name}", copy.deepcopy(field))
                 self._step(f"field {name}.{field['field']}", "created", field["type"])
-            elif have.get("type") != field["type"] and not (
-                field["type"] == "timestamp" and have.get("type") == "dateTime"
+            elif have.get("type") != field["type"] and have.get("type") not in COMPATIBLE.get(
+                field["type"], ()
             ):
                 raise SetupError(
                     f"field {name}.{field['field']} exists as type {have.get('type')!r}; calsync needs {field['type']!r}. "

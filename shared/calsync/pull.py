@@ -231,6 +231,8 @@ class Puller:
         booking_changed = booking.get("date_updated")
         if not booking_changed or booking_changed == mapping.directus_updated:
             return False
+        if booking.get("user_updated") and booking.get("user_updated") == self.app.sync_user_id():
+            return False  # the last Directus change was our own write-back, not a person's edit
         directus_at, google_at = _instant(booking_changed), _instant(event.get("updated"))
         if directus_at is None or google_at is None or google_at >= directus_at:
             log.info(

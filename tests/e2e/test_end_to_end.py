@@ -191,7 +191,6 @@ def test_google_changes_come_back_and_no_echo_reaches_google(connected: World) -
     assert summary["status"] == "ok"
     time.sleep(2)  # the Flow fires on the cycle's writes; give it time to (not) reach Google
     rows = {r["title"]: r for r in w.bookings().values()}
-    )
     assert "Edited in Google" in rows, summary
     assert rows["Edited in Google"]["id"] == booking["id"]
     assert "Created in Google" in rows and rows["Soon cancelled"]["status"] == "cancelled"

@@ -342,6 +342,14 @@ class DirectusSetup:
             "collections": [self.config.collection],
         }
 
+    def _create_operation(self, flow_id: str) -> None:
+        operation = self._write("POST", "/operations", {
+            "flow": flow_id, "name": "POST to booking_hook", "key": "post_booking_hook", "type": "request",
+            "position_x": 19, "position_y": 1, "options": self._operation_options()})  # fmt: skip
+        if operation:
+            # The operation must exist before the flow can point at it (a nested create fails).
+            self._write("PATCH", f"/flows/{flow_id}", {"operation": operation["id"]})
+
     def _ensure_flow(self) -> None:
         found = (
             self._get(
@@ -367,21 +375,7 @@ class DirectusSetup:
                 },
             )
             if flow:
-                operation = self._write(
-                    "POST",
-                    "/operations",
-                    {
-                        "flow": flow["id"],
-                        "name": "POST to booking_hook",
-                        "key": "post_booking_hook",
-                        "type": "request",
-                        "position_x": 19,
-                        "position_y": 1,
-                        "options": self._operation_options(),
-                    },
-                )
-                # The operation must exist before the flow can point at it (a nested create fails).
-                self._write("PATCH", f"/flows/{flow['id']}", {"operation": operation["id"]})
+                self._create_operation(flow["id"])
             self._step("Flow to booking_hook", "created", self.config.booking_hook_url)
             return
         flow = found[0]
@@ -393,21 +387,7 @@ class DirectusSetup:
             changed.append("trigger")
         operation = flow.get("operation") or {}
         if not operation:
-            created = self._write(
-                "POST",
-                "/operations",
-                {
-                    "flow": flow["id"],
-                    "name": "POST to booking_hook",
-                    "key": "post_booking_hook",
-                    "type": "request",
-                    "position_x": 19,
-                    "position_y": 1,
-                    "options": self._operation_options(),
-                },
-            )
-            if created:
-                self._write("PATCH", f"/flows/{flow['id']}", {"operation": created["id"]})
+            self._create_operation(flow["id"])
             changed.append("request")
         elif operation.get("options") != self._operation_options():
             self._write("PATCH", f"/operations/{operation['id']}", {"options": self._operation_options()})

@@ -234,30 +234,19 @@ class Puller:
         if booking.get("user_updated") and booking.get("user_updated") == self.app.sync_user_id():
             return False  # the last Directus change was our own write-back, not a person's edit
         directus_at, google_at = _instant(booking_changed), _instant(event.get("updated"))
-        if directus_at is None or google_at is None or google_at >= directus_at:
-            log.info(
-                "conflict: the Google change is later and wins",
-                extra=logs.fields(
-                    booking=mapping.booking_key,
-                    event_id=event["id"],
-                    directus_updated=booking_changed,
-                    google_updated=event.get("updated"),
-                    lost=self._brief(booking),
-                ),
-            )
-            return False
-        self.summary.conflicts_directus_won += 1
+        directus_wins = directus_at is not None and google_at is not None and directus_at > google_at
         log.info(
-            "conflict: the Directus change is later and wins",
+            f"conflict: the {'Directus' if directus_wins else 'Google'} change is later and wins",
             extra=logs.fields(
                 booking=mapping.booking_key,
                 event_id=event["id"],
                 directus_updated=booking_changed,
                 google_updated=event.get("updated"),
-                lost=self._brief_event(event),
+                lost=self._brief_event(event) if directus_wins else self._brief(booking),
             ),
         )
-        return True
+        self.summary.conflicts_directus_won += directus_wins
+        return directus_wins
 
     @staticmethod
     def _brief(booking: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from tests.fakes.google import GoogleFake
 from tests.fakes.secretmanager import SecretManagerFake
 from tests.parts.directus import CONNECT_KEY, WEBHOOK_SECRET, DirectusServer
 from tests.parts.fault_proxy import FaultProxy
-from tests.parts.functions import ServedFunction, base_env, free_port
+from tests.parts.functions import ServedFunction, base_env
+from tests.parts.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.directus, pytest.mark.firestore, pytest.mark.google,
               pytest.mark.secretmanager, pytest.mark.slow]  # fmt: skip

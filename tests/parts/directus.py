@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ import requests
 
 from calsync.directus_setup import DirectusSetup, SetupConfig
 from tests.parts.availability import part_unavailable
-from tests.parts.functions import free_port
+from tests.parts.processes import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "tests/parts/directus/package-lock.json"
@@ -121,13 +120,8 @@ class DirectusServer:
         raise RuntimeError(f"Directus did not answer within {timeout} s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
+        if self.process is not None:
+            stop_group(self.process, timeout=15)
         shutil.rmtree(self.work, ignore_errors=True)
 
     def admin(self, method: str, path: str, **kwargs: object) -> requests.Response:

@@ -18,12 +18,9 @@ clients or read settings do not silently talk to the emulator.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -37,6 +34,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.parts.availability import part_unavailable
+from tests.parts.processes import free_port, stop_group
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -71,12 +69,6 @@ def find_launcher() -> Path | None:
         return None
     candidate = Path(out) / _LAUNCHER
     return candidate if out and candidate.is_file() else None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _http(method: str, url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -132,16 +124,7 @@ class FirestoreEmulator:
 
     def stop(self) -> None:
         """Stop the bash wrapper and its java child: they share the process group we gave them."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=10)
-        # The wrapper may be gone while java lingers: make sure the whole group is.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
+        stop_group(self.process)
 
 
 def start_emulator(launcher: Path, log_dir: Path) -> FirestoreEmulator:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,14 +12,10 @@ from types import TracebackType
 
 import requests
 
+from tests.parts.processes import free_port, stop_group
+
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ("oauth_callback", "booking_hook", "calendar_import")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServedFunction:
@@ -58,13 +52,8 @@ class ServedFunction:
         return Path(self.log.name).read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_group(self.process)
         self.process = None
 
     def restart(self) -> None:

@@ -350,3 +350,22 @@ def test_a_delete_whose_webhook_never_came_is_repaired(
         cycle(product)
     assert sorted(e["summary"] for e in product.live_events()) == ["b0", "b2", "b3"]
     assert product.store.get_mapping("default", "bookings", str(rows[1]["id"])) is None
+
+
+def test_on_google_delete_delete_removes_the_booking(product: Product) -> None:
+    from calsync.wiring import App, set_app
+
+    settings = product.app.settings.model_copy(update={"on_google_delete": "delete"})
+    product.app = App(settings, sleep=lambda _: None, store=product.app.store)
+    set_app(product.app)
+    product.connect()
+    keep = product.google.create_event("Keep", SOON)
+    drop = product.google.create_event("Drop", SOON + timedelta(hours=1))
+    cycle(product)
+    cycle(product)
+    product.google.cancel_event(drop["id"])
+    assert cycle(product)["cancelled"] == 1
+    assert [r["title"] for r in product.bookings().values()] == ["Keep"]
+    assert product.store.get_mappings_by_event("default", "primary", [drop["id"], keep["id"]]).keys() == {
+        keep["id"]
+    }

@@ -54,14 +54,12 @@ class PushOutcome:
     failed: dict[str, str] = dataclasses.field(default_factory=dict)  # retry later (outbox)
     failed_action: dict[str, OutboxAction] = dataclasses.field(default_factory=dict)
     dead: dict[str, str] = dataclasses.field(default_factory=dict)  # Google refused for good
-    google_calls: int = 0
 
     def merge(self, other: PushOutcome) -> None:
         for name in ("synced", "deleted", "skipped"):
             getattr(self, name).extend(getattr(other, name))
         for name in ("invalid", "failed", "failed_action", "dead"):
             getattr(self, name).update(getattr(other, name))
-        self.google_calls += other.google_calls
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -238,7 +236,6 @@ class Pusher:
                 break
             calls = list(pending.items())
             results = self._run(calendar, [(verb, w) for _, (verb, w) in calls])
-            outcome.google_calls += len(calls) if len(calls) <= BATCH_THRESHOLD else -(-len(calls) // 50)
             retry: dict[str, tuple[str, _Write]] = {}
             for (key, (verb, write)), result in zip(calls, results, strict=True):
                 if isinstance(result, GoogleConflict) and verb == "insert":
@@ -341,8 +338,6 @@ class Pusher:
             except GoogleError as exc:
                 self._failure(outcome, [key], exc, "delete")
                 continue
-            finally:
-                outcome.google_calls += 1
             gone.append(key)
         self.store.delete_mappings(self.connection, self.collection, gone)
         for key in gone:

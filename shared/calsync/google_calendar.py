@@ -191,6 +191,23 @@ def event_id_for(connection: str, collection: str, key: str) -> str:
     return base64.b32hexencode(digest).decode().rstrip("=").lower()
 
 
+def build_credentials(
+    refresh_token: str, token_uri: str, client_id: str, client_secret: str, scopes: Sequence[str]
+) -> Any:
+    """User credentials that start without an access token: google-auth fetches one from ``token_uri`` on
+    the first call and again whenever it expires (or the API answers 401)."""
+    from google.oauth2.credentials import Credentials
+
+    return Credentials(  # type: ignore[no-untyped-call]
+        None,
+        refresh_token=refresh_token,
+        token_uri=token_uri,
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=list(scopes),
+    )
+
+
 def build_calendar_service(credentials: Any, api_root: str) -> Any:
     """A Calendar v3 Resource on ``api_root`` (single calls and batches), built offline."""
     import google_auth_httplib2

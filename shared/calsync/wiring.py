@@ -159,18 +159,17 @@ class App:
             if cached is not None and cached[0] == refresh_token:
                 calendar: GoogleCalendar = cached[1]
                 return calendar
-            from google.oauth2.credentials import Credentials
+            from calsync.google_calendar import GoogleCalendar, build_calendar_service, build_credentials
 
-            from calsync.google_calendar import GoogleCalendar, build_calendar_service
-
-            assert self.settings.google_client_secret is not None
-            credentials = Credentials(  # type: ignore[no-untyped-call]
-                None,
-                refresh_token=refresh_token,
-                token_uri=str(self.settings.google_token_uri),
-                client_id=self.settings.google_client_id,
-                client_secret=self.settings.google_client_secret.get_secret_value(),
-                scopes=list(CALENDAR_SCOPES),
+            assert (
+                self.settings.google_client_id is not None and self.settings.google_client_secret is not None
+            )
+            credentials = build_credentials(
+                refresh_token,
+                str(self.settings.google_token_uri),
+                self.settings.google_client_id,
+                self.settings.google_client_secret.get_secret_value(),
+                CALENDAR_SCOPES,
             )
             service = build_calendar_service(credentials, str(self.settings.google_api_root))
             calendar = GoogleCalendar(service, self.settings.google_calendar_id, sleep=self.sleep)

@@ -28,8 +28,10 @@ Test API (``GoogleFake``): ``api_root``/``auth_uri``/``token_uri``/``revoke_uri`
 scopes, refresh_token)``; ``issue_refresh_token``, ``issue_access_token``, ``refresh_token_valid``,
 ``revoke_all``, ``expire_access_tokens``; as the calendar owner ``create_event``, ``edit_event``,
 ``cancel_event``, ``add_recurring``, ``instance_ids``, ``cancel_instance``; ``events``/``event`` (copies);
-``invalidate_sync_tokens``; ``fail_next``, ``lose_response_next``, ``set_fault_rate``, ``clear_faults``,
-``latency``; ``requests``, ``count``, ``count_parts``, ``clear_log``.
+``invalidate_sync_tokens``; ``fail_next``, ``lose_response_next`` (filters: ``path_contains``, ``method``,
+``match`` = a path substring or a predicate on a ``Call``), ``set_fault_rate``, ``clear_faults``, ``latency``;
+``requests``, ``count``, ``count_parts``, ``clear_log``; ``send_updates`` (what each event write asked for).
+``start()``/``stop()`` or ``with GoogleFake() as fake:``.
 
 Faults and latency apply per HTTP request (a batch is one HTTP request); ``fail_next`` rules and the random
 fault rate's 429/5xx also apply to batch parts, auth is checked per part (each part carries its own
@@ -91,6 +93,7 @@ _SYNC_FORBIDDEN = (
 )
 _READ_ONLY = ("kind", "etag", "created", "updated", "htmlLink", "creator", "sequence")
 _WHOLE_ON_PATCH = ("start", "end", "originalStartTime", "recurrence", "attendees", "attachments")
+_SEND_UPDATES = ("all", "externalOnly", "none")
 _CALENDAR_API = "/calendar/v3/"
 _BATCH_PATH = "/batch/calendar/v3"
 
@@ -368,6 +371,19 @@ class _Consent:
     refresh_token: bool = True
 
 
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """What a fault filter sees of a request (a batch part is a call of its own, ``in_batch`` set)."""
+
+    method: str
+    path: str
+    query: str
+    in_batch: bool
+
+
+Match = str | Callable[[Call], bool]
+
+
 @dataclasses.dataclass
 class _Fault:
     remaining: int
@@ -375,13 +391,27 @@ class _Fault:
     reason: str
     path_contains: str | None
     method: str | None
+    match: Match | None = None
 
-    def matches(self, method: str, path: str) -> bool:
-        return (
-            self.remaining > 0
-            and (self.path_contains is None or self.path_contains in path)
-            and (self.method is None or self.method.upper() == method.upper())
-        )
+    def matches(self, call: Call) -> bool:
+        if self.remaining <= 0:
+            return False
+        if self.path_contains is not None and self.path_contains not in call.path:
+            return False
+        if self.method is not None and self.method.upper() != call.method.upper():
+            return False
+        if isinstance(self.match, str):
+            return self.match in call.path
+        return self.match is None or bool(self.match(call))
+
+
+@dataclasses.dataclass(frozen=True)
+class SendUpdates:
+    """One event write and the ``sendUpdates`` it asked for (None: not given, Google then emails nobody)."""
+
+    method: str
+    event_id: str
+    value: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,6 +464,7 @@ class GoogleFake:
         self._fault_rate = 0.0
         self._rng = random.Random(0)
         self._log: list[LoggedRequest] = []
+        self._send_updates: list[SendUpdates] = []
         self.register_client(self.client_id, self.client_secret, ())
 
     # -- server ---------------------------------------------------------------------------------------
@@ -454,6 +485,12 @@ class GoogleFake:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def __enter__(self) -> GoogleFake:
+        return self if self._server is not None else self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
     @property
     def port(self) -> int:
@@ -539,16 +576,33 @@ class GoogleFake:
 
     # -- test API: faults, latency, log ---------------------------------------------------------------
     def fail_next(
-        self, n: int, status: int, reason: str, path_contains: str | None = None, method: str | None = None
+        self,
+        n: int,
+        status: int,
+        reason: str,
+        path_contains: str | None = None,
+        method: str | None = None,
+        match: Match | None = None,
     ) -> None:
-        """The next n matching requests (HTTP requests, or batch parts) fail with status/reason."""
-        with self._lock:
-            self._faults.append(_Fault(n, status, reason, path_contains, method))
+        """The next n matching requests (HTTP requests, or batch parts) fail with status/reason.
 
-    def lose_response_next(self, n: int, path_contains: str | None = None, method: str | None = None) -> None:
-        """The next n matching HTTP requests are carried out, then the connection closes unanswered."""
+        Every filter given must hold; ``match`` is a path substring or a predicate on a ``Call``."""
         with self._lock:
-            self._faults.append(_Fault(n, None, "lost", path_contains, method))
+            self._faults.append(_Fault(n, status, reason, path_contains, method, match))
+
+    def lose_response_next(
+        self,
+        n: int,
+        path_contains: str | None = None,
+        method: str | None = None,
+        match: Match | None = None,
+    ) -> None:
+        """The next n matching HTTP requests are carried out, then the connection closes unanswered.
+
+        Batch parts are never lost on their own (a batch answer is all or nothing): to lose a batch,
+        match its path ``/batch/``."""
+        with self._lock:
+            self._faults.append(_Fault(n, None, "lost", path_contains, method, match))
 
     def set_fault_rate(self, rate: float, seed: int = 0) -> None:
         """Random 429/500/503/lost responses on this share of Calendar HTTP requests (and 429/5xx on parts)."""
@@ -569,6 +623,12 @@ class GoogleFake:
     def clear_log(self) -> None:
         with self._lock:
             self._log.clear()
+            self._send_updates.clear()
+
+    def send_updates(self, event_id: str | None = None) -> list[SendUpdates]:
+        """The ``sendUpdates`` of every API event write that succeeded (owner edits are not API calls)."""
+        with self._lock:
+            return [r for r in self._send_updates if event_id is None or r.event_id == event_id]
 
     def count(
         self, method: str | None = None, path_contains: str | None = None, batch: bool | None = None
@@ -723,11 +783,12 @@ class GoogleFake:
         with self._lock:
             self._log.append(entry)
 
-    def _take_fault(self, method: str, path: str, part: bool) -> _Fault | None:
+    def _take_fault(self, method: str, path: str, query: str, part: bool) -> _Fault | None:
         """A configured fault for this request, or a random one; None: serve normally."""
+        call = Call(method, path, query, part)
         with self._lock:
             for fault in self._faults:
-                if fault.matches(method, path) and not (part and fault.status is None):
+                if fault.matches(call) and not (part and fault.status is None):
                     fault.remaining -= 1
                     return dataclasses.replace(fault)
             api = path.startswith((_CALENDAR_API, _BATCH_PATH))
@@ -753,7 +814,7 @@ class GoogleFake:
     def _serve(
         self, method: str, path: str, query_string: str, headers: Headers, body: bytes, is_batch: bool
     ) -> Reply:
-        fault = self._take_fault(method, path, part=False)
+        fault = self._take_fault(method, path, query_string, part=False)
         if fault is not None and fault.status is not None:
             return self._fault_reply(fault, path)
         if is_batch:
@@ -840,7 +901,7 @@ class GoogleFake:
         split = urlsplit(target)
         path = unquote(split.path)
         method = method.upper()
-        fault = self._take_fault(method, path, part=True)
+        fault = self._take_fault(method, path, split.query, part=True)
         if fault is not None:
             reply = self._fault_reply(fault, path)
         else:
@@ -1103,27 +1164,36 @@ class GoogleFake:
                 )
             if len(segments) < 3 or segments[2] != "events":
                 raise ApiError(404, "notFound", "Not Found")
+            send_updates = _first(query, "sendUpdates")
+            if method != "GET" and send_updates not in (None, *_SEND_UPDATES):
+                raise ApiError(400, "invalid", f"Invalid value for: sendUpdates {send_updates}")
             if len(segments) == 3:
                 if method == "GET":
                     return _json_reply(200, self._list(cal, query))
                 if method == "POST":
-                    return _json_reply(200, self._public(self._insert(cal, self._json(body))))
+                    event = self._insert(cal, self._json(body))
+                    self._send_updates.append(SendUpdates(method, event["id"], send_updates))
+                    return _json_reply(200, self._public(event))
             elif len(segments) == 4:
                 event_id = segments[3]
                 if method == "GET":
                     return _json_reply(200, self._public(self._get(cal, event_id)))
                 if_match = headers.get("if-match")
+                reply: Reply | None = None
                 if method == "PATCH":
-                    return _json_reply(
+                    reply = _json_reply(
                         200, self._public(self._patch(cal, event_id, self._json(body), if_match))
                     )
-                if method == "PUT":
-                    return _json_reply(
+                elif method == "PUT":
+                    reply = _json_reply(
                         200, self._public(self._update(cal, event_id, self._json(body), if_match))
                     )
-                if method == "DELETE":
+                elif method == "DELETE":
                     self._delete(cal, event_id, if_match)
-                    return 204, {}, b""
+                    reply = 204, {}, b""
+                if reply is not None:
+                    self._send_updates.append(SendUpdates(method, event_id, send_updates))
+                    return reply
         raise ApiError(404, "notFound", "Not Found")
 
     @staticmethod
@@ -1473,8 +1543,5 @@ class GoogleFake:
 @pytest.fixture
 def google_fake() -> Iterator[GoogleFake]:
     """A fresh Google fake (Calendar + OAuth) on its own port for this test."""
-    fake = GoogleFake().start()
-    try:
+    with GoogleFake() as fake:
         yield fake
-    finally:
-        fake.stop()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from google.oauth2.credentials import Credentials
 
 from calsync.google_calendar import (
     EventsPage,
@@ -23,9 +23,10 @@ from calsync.google_calendar import (
     GoogleQuotaExceeded,
     GoogleRetryableError,
     build_calendar_service,
+    build_credentials,
     event_id_for,
 )
-from tests.fakes.google import CALENDAR_EVENTS_SCOPE, GoogleFake
+from tests.fakes.google import CALENDAR_EVENTS_SCOPE, GoogleFake, SendUpdates
 
 pytestmark = pytest.mark.google
 
@@ -52,13 +53,8 @@ class Harness:
         self.fake = fake
         self.clock = Clock()
         self.refresh_token = fake.issue_refresh_token()
-        self.credentials = Credentials(  # type: ignore[no-untyped-call]
-            None,
-            refresh_token=self.refresh_token,
-            token_uri=fake.token_uri,
-            client_id=fake.client_id,
-            client_secret=fake.client_secret,
-            scopes=[CALENDAR_EVENTS_SCOPE],
+        self.credentials = build_credentials(
+            self.refresh_token, fake.token_uri, fake.client_id, fake.client_secret, [CALENDAR_EVENTS_SCOPE]
         )
         self.service = build_calendar_service(self.credentials, fake.api_root)
 
@@ -129,6 +125,23 @@ def test_crud_round_trip(harness: Harness) -> None:
     assert calendar.patch_event(event_id, {"status": "confirmed"})["status"] == "confirmed"
     assert calendar.http_requests == 8
     assert harness.clock.sleeps == []
+
+
+def test_send_updates_is_passed_through(harness: Harness) -> None:
+    calendar = harness.calendar()
+    event_id = calendar.insert_event(body("1"))["id"]  # default: nobody is emailed by a sync edit
+    calendar.patch_event(event_id, {"summary": "x"}, send_updates="all")
+    calendar.update_event(event_id, body("1"), send_updates="externalOnly")
+    calendar.batch([calendar.patch_request(event_id, {"summary": "y"}, send_updates="all")])
+    calendar.delete_event(event_id)
+    assert [(r.method, r.value) for r in harness.fake.send_updates(event_id)] == [
+        ("POST", "none"),
+        ("PATCH", "all"),
+        ("PUT", "externalOnly"),
+        ("PATCH", "all"),
+        ("DELETE", "none"),
+    ]
+    assert all(isinstance(r, SendUpdates) for r in harness.fake.send_updates())
 
 
 def test_state_errors_map_to_their_kinds(harness: Harness) -> None:
@@ -259,6 +272,25 @@ def test_revoked_refresh_token_is_access_revoked(harness: Harness) -> None:
     assert excinfo.value.reason == "invalid_grant"
     assert harness.refresh_token not in str(excinfo.value)
     assert harness.clock.sleeps == []
+
+
+def test_token_endpoint_outage_is_retryable_not_revoked(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 5xx from the token endpoint says nothing about the grant: the connection must not be marked as
+    needing a new consent. google-auth retries it itself (3 attempts) with real sleeps: stubbed here."""
+    from google.auth import _exponential_backoff
+
+    monkeypatch.setattr(_exponential_backoff, "time", SimpleNamespace(sleep=lambda _s: None))
+    calendar = harness.calendar(retries=1)
+    harness.fake.fail_next(100, 503, "temporarily_unavailable", path_contains="/token")
+    with pytest.raises(GoogleRetryableError) as excinfo:
+        calendar.get_calendar()
+    assert excinfo.value.status == 0
+    assert harness.fake.count(path_contains="/token") == 6  # 3 by google-auth, per our 2 attempts
+    assert len(harness.clock.sleeps) == 1
+    harness.fake.clear_faults()
+    assert calendar.get_calendar()["id"] == "owner@example.com"
 
 
 def test_expired_access_token_is_refreshed_transparently(harness: Harness) -> None:

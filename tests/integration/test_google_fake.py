@@ -22,7 +22,14 @@ from googleapiclient.discovery_cache import get_static_doc
 from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest
 
-from tests.fakes.google import CALENDAR_EVENTS_SCOPE, DEFAULT_ACCOUNT, EMAIL_SCOPE, GoogleFake
+from tests.fakes.google import (
+    CALENDAR_EVENTS_SCOPE,
+    DEFAULT_ACCOUNT,
+    EMAIL_SCOPE,
+    Call,
+    GoogleFake,
+    SendUpdates,
+)
 
 pytestmark = pytest.mark.google
 
@@ -356,6 +363,104 @@ def test_batch_parts_can_fail_on_their_own(google_fake: GoogleFake) -> None:
     assert outcomes == [503, 200, 200]
 
 
+def raw_batch(fake: GoogleFake, parts: list[str], token: str) -> requests.Response:
+    """A batch request written by hand, as Google documents the wire format."""
+    boundary = "===b0undary=="
+    chunks = []
+    for number, http_part in enumerate(parts):
+        chunks.append(
+            f"--{boundary}\r\nContent-Type: application/http\r\nContent-ID: <item{number}>\r\n\r\n"
+            f"{http_part}\r\n"
+        )
+    chunks.append(f"--{boundary}--\r\n")
+    return requests.post(
+        f"{fake.api_root}batch/calendar/v3",
+        data="".join(chunks).encode(),
+        headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
+        timeout=5,
+    )
+
+
+def test_batch_wire_format_and_part_limit(google_fake: GoogleFake) -> None:
+    token = google_fake.issue_access_token()
+    auth = f"Authorization: Bearer {token}\r\n"
+    get_calendar = f"GET /calendar/v3/calendars/primary HTTP/1.1\r\n{auth}\r\n"
+    missing = f"GET /calendar/v3/calendars/primary/events/nosuchevent?alt=json HTTP/1.1\r\n{auth}\r\n"
+    answer = raw_batch(google_fake, [get_calendar, missing], token)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("multipart/mixed; boundary=")
+    text = answer.text
+    # Responses name their request as <response-ID>; headers and body are split by an empty line.
+    assert "Content-ID: <response-item0>\r\n\r\nHTTP/1.1 200 OK\r\n" in text
+    assert "Content-ID: <response-item1>\r\n\r\nHTTP/1.1 404 Not Found\r\n" in text
+    first, second = text.split("Content-ID: <response-item")[1:]
+    assert json.loads(first.split("\r\n\r\n", 2)[2].split("\r\n--")[0])["id"] == DEFAULT_ACCOUNT
+    assert json.loads(second.split("\r\n\r\n", 2)[2].split("\r\n--")[0])["error"]["code"] == 404
+
+    too_many = raw_batch(google_fake, [get_calendar] * 1001, token)
+    assert too_many.status_code == 400
+    assert too_many.json()["error"]["errors"][0]["reason"] == "invalid"
+    assert google_fake.count_parts() == 2  # refused whole, no part was served
+
+
+def test_fault_filters(google_fake: GoogleFake) -> None:
+    events = service(google_fake).events()
+    token = events.list(calendarId="primary").execute()["nextSyncToken"]
+    seen: list[Call] = []
+
+    def only_incremental(call: Call) -> bool:
+        seen.append(call)
+        return "syncToken=" in call.query
+
+    google_fake.fail_next(1, 500, "backendError", match=only_incremental)
+    events.list(calendarId="primary").execute()  # a full listing passes the filter by
+    with pytest.raises(HttpError) as excinfo:
+        events.list(calendarId="primary", syncToken=token).execute()
+    assert http_error(excinfo) == (500, "backendError")
+    assert events.list(calendarId="primary", syncToken=token).execute()["items"] == []  # used up
+    assert [c.method for c in seen] == ["GET", "GET"] and not any(c.in_batch for c in seen)
+
+    google_fake.fail_next(1, 404, "notFound", match="/events/abcdef", method="GET")
+    events.insert(calendarId="primary", body=event_body("abcdef0001")).execute()
+    with pytest.raises(HttpError):
+        events.get(calendarId="primary", eventId="abcdef0001").execute()
+    assert events.get(calendarId="primary", eventId="abcdef0001").execute()["id"] == "abcdef0001"
+
+
+def test_send_updates_is_recorded_and_validated(google_fake: GoogleFake) -> None:
+    svc = service(google_fake)
+    events = svc.events()
+    events.insert(calendarId="primary", body=event_body("n0t1f10001"), sendUpdates="none").execute()
+    events.patch(
+        calendarId="primary", eventId="n0t1f10001", body={"summary": "x"}, sendUpdates="all"
+    ).execute()
+    batch = svc.new_batch_http_request()
+    batch.add(
+        events.update(calendarId="primary", eventId="n0t1f10001", body=event_body(), sendUpdates="none")
+    )
+    batch.execute()
+    events.delete(calendarId="primary", eventId="n0t1f10001").execute()
+    google_fake.edit_event("n0t1f10001", status="confirmed")  # the owner's edit is no API write
+    assert google_fake.send_updates("n0t1f10001") == [
+        SendUpdates("POST", "n0t1f10001", "none"),
+        SendUpdates("PATCH", "n0t1f10001", "all"),
+        SendUpdates("PUT", "n0t1f10001", "none"),
+        SendUpdates("DELETE", "n0t1f10001", None),
+    ]
+    # The discovery document lets only the enum through the client library: a bad value goes raw.
+    token = google_fake.issue_access_token()
+    bad = requests.post(
+        f"{google_fake.api_root}calendar/v3/calendars/primary/events",
+        params={"sendUpdates": "everyone"},
+        json=event_body("n0t1f10002"),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["errors"][0]["reason"] == "invalid"
+    assert len(google_fake.send_updates()) == 4
+    assert [e["id"] for e in google_fake.events()] == ["n0t1f10001"]  # the refused insert created nothing
+
+
 # -- auth ---------------------------------------------------------------------------------------------
 
 
@@ -559,8 +664,7 @@ def test_latency_is_per_http_request_not_per_part(google_fake: GoogleFake) -> No
 
 def test_random_faults_are_reproducible_by_seed() -> None:
     def statuses(seed: int) -> list[int]:
-        fake = GoogleFake().start()
-        try:
+        with GoogleFake() as fake:
             fake.set_fault_rate(0.5, seed=seed)
             token = fake.issue_access_token()
             url = f"{fake.api_root}calendar/v3/calendars/primary/events"
@@ -572,9 +676,15 @@ def test_random_faults_are_reproducible_by_seed() -> None:
                 except requests.ConnectionError:
                     out.append(0)
             return out
-        finally:
-            fake.stop()
 
     first = statuses(7)
     assert first == statuses(7)
     assert 200 in first and set(first) - {200} and set(first) <= {0, 200, 429, 500, 503}
+
+
+def test_context_manager_stops_the_server() -> None:
+    with GoogleFake() as fake:
+        root = fake.api_root
+        assert requests.get(f"{root}nothing", timeout=5).status_code == 404
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{root}nothing", timeout=5)

@@ -68,5 +68,10 @@ tf-check: iac
 bundle: install
 	$(BIN)/python scripts/bundle.py
 
+# Benchmarks (issue 8): a real Directus and the Google fake (30 ms per request); prints a table and writes
+# bench/results.json (about 5 minutes). Not part of `make test`; tests/integration/test_bench_smoke.py keeps it alive.
+bench: install directus
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

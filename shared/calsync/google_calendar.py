@@ -259,6 +259,7 @@ class GoogleCalendar:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
+        self._events_resource: Any = None
         self.calendar_id = calendar_id
         self.retries = retries
         self.budget_s = budget_s
@@ -295,7 +296,11 @@ class GoogleCalendar:
             attempt += 1
 
     def _events(self) -> Any:
-        return self.service.events()
+        # service.events() builds a new Resource (all its methods, from the discovery document) on every
+        # call, about 3.5 ms: build it once.
+        if self._events_resource is None:
+            self._events_resource = self.service.events()
+        return self._events_resource
 
     # -- single calls ---------------------------------------------------------------------------------
     def insert_request(self, body: dict[str, Any], send_updates: str = "none") -> HttpRequest:

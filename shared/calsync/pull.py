@@ -356,6 +356,7 @@ class Puller:
         ]
         for start in range(0, len(requests_), STAMP_BATCH):
             results = self.calendar.batch(requests_[start : start + STAMP_BATCH])
+            stamped: list[EventMapping] = []
             for mapping, result in zip(mappings[start : start + STAMP_BATCH], results, strict=True):
                 if isinstance(result, GoogleError):
                     # The booking and mapping exist; only the stamp is missing, which the mapping makes up for.
@@ -364,13 +365,12 @@ class Puller:
                         extra=logs.fields(event_id=mapping.event_id, error=str(result)),
                     )
                 elif isinstance(result, dict):
-                    self.store.put_mappings(
-                        [
-                            dataclasses.replace(
-                                mapping, google_etag=result.get("etag"), google_updated=result.get("updated")
-                            )
-                        ]
+                    stamped.append(
+                        dataclasses.replace(
+                            mapping, google_etag=result.get("etag"), google_updated=result.get("updated")
+                        )
                     )
+            self.store.put_mappings(stamped)  # one write per batch, not one per event
 
     # -- cancellations --------------------------------------------------------------------------------
     def _apply_cancellations(self) -> None:

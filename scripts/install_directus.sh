@@ -4,8 +4,10 @@
 # The cache directory is named by the lock's hash, so a lock change installs afresh; a marker written last
 # means a half-finished install is redone. Prints the directory.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-venv=${1:-.venv}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+# A venv given on the command line is relative to where the caller stands; the default is the repo's.
+venv=$(cd "${1:-$repo/.venv}" && pwd)
+cd "$repo"
 lock=tests/parts/directus/package-lock.json
 hash=$(sha256sum "$lock" | cut -c1-16)
 cache=${CALSYNC_CACHE:-$HOME/.cache/calsync}

@@ -1,7 +1,13 @@
 """The Directus REST client the sync uses: one session with the static token, bulk reads and writes.
 
 Errors are mapped to a small hierarchy; their messages come from Directus's ``errors[0]`` and never contain
-the token. Directus answers 403 FORBIDDEN both for "no permission" and for a missing item or collection.
+the token. Directus answers 403 FORBIDDEN for "no permission", for a missing collection and, on single-item
+routes, for a missing item; it never says 404 for data.
+
+Missing items in bulk writes: an admin token's bulk PATCH/DELETE silently skips keys that do not exist, but a
+non-admin token (the least-privilege sync user) gets 403 for the whole call if one key is missing. A booking
+deleted in Directus between a read and a write is an ordinary race, so the bulk writes here re-check which
+keys still exist after a 403 and write those: the same result whatever the token.
 """
 
 from __future__ import annotations
@@ -13,16 +19,23 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError
 
 from calsync import logs
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers given before Directus did any work (rate limiter, pressure limiter): safe to repeat even a create.
+REFUSED_STATUSES = frozenset({429, 503})
+MAX_RETRY_AFTER = 30.0  # a longer Retry-After is not worth holding a function instance for
 IN_CHUNK = 200  # keys per filter, so the URL stays well below proxies' limits
+MISSING_RECHECKS = 2  # re-checks after a 403 on a bulk write; more means items vanish faster than we write
+
+T = TypeVar("T")
 
 
 class DirectusError(Exception):
@@ -39,18 +52,19 @@ class DirectusUnavailable(DirectusError):
 
 
 class DirectusAuthError(DirectusError):
-    """The token is wrong, or lacks permission on the collection."""
+    """The token is wrong (401), or lacks permission on the collection (403; Directus also says this when
+    the collection does not exist)."""
 
 
 class DirectusNotFound(DirectusError):
-    """The item or collection does not exist (Directus says 403 for these)."""
+    """The item does not exist (403 on a single-item route) or the route does not (404)."""
 
 
 class DirectusValidationError(DirectusError):
     """Directus rejected the data (400), e.g. RECORD_NOT_UNIQUE or a failed validation."""
 
 
-def _error_from(response: requests.Response, what: str) -> DirectusError:
+def _error_from(response: requests.Response, what: str, single_item: bool) -> DirectusError:
     code = message = None
     try:
         first = response.json()["errors"][0]
@@ -65,16 +79,30 @@ def _error_from(response: requests.Response, what: str) -> DirectusError:
     if status == 401:
         return DirectusAuthError(text, status, code)
     if status == 403:
-        return (
-            DirectusNotFound(text, status, code)
-            if what.startswith("item")
-            else DirectusAuthError(text, status, code)
-        )
+        cls = DirectusNotFound if single_item else DirectusAuthError
+        return cls(text, status, code)
     if status == 404:
         return DirectusNotFound(text, status, code)
     if status == 400:
         return DirectusValidationError(text, status, code)
     return DirectusError(text, status, code)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True if the request surely did not reach Directus (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # urllib3's NewConnectionError (refused, unresolvable) is a ConnectTimeoutError too.
+    return isinstance(reason, ConnectTimeoutError)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(value)))
+    except ValueError:
+        return None  # absent, or an HTTP date (Directus sends seconds)
 
 
 class DirectusClient:
@@ -103,13 +131,27 @@ class DirectusClient:
         logs.register_secret(token)
 
     # -- plumbing -------------------------------------------------------------------------------------
-    def request(self, method: str, path: str, what: str, *, params: Any = None, body: Any = None) -> Any:
-        """One call with bounded retries on 429/5xx/connection errors; returns the ``data`` envelope."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Any = None,
+        body: Any = None,
+        single_item: bool = False,
+    ) -> Any:
+        """One call with bounded retries on 429/5xx/connection errors; returns the ``data`` envelope.
+
+        A POST creates: it is repeated only when Directus surely did not act on it (no connection, 429, 503),
+        since a 500/502/504 or a lost answer may hide items that were created after all."""
         url = f"{self.base_url}{path}"
         payload = json.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else None
+        repeatable = method.upper() != "POST"
         for attempt in range(self.retries + 1):
             self.requests += 1
+            wait: float | None = None
             try:
                 response = self.session.request(
                     method, url, params=params, data=payload, headers=headers, timeout=self.timeout
@@ -118,23 +160,64 @@ class DirectusClient:
                 error: DirectusError = DirectusUnavailable(
                     f"Directus {what}: cannot connect ({type(exc).__name__})"
                 )
+                retry = repeatable or _never_sent(exc)
             else:
                 if response.status_code < 400:
-                    if response.status_code == 204 or not response.content:
-                        return None
-                    return response.json().get("data")
-                error = _error_from(response, what)
-            if not isinstance(error, DirectusUnavailable) or attempt == self.retries:
+                    return self._data(response, what)
+                error = _error_from(response, what, single_item)
+                retry = isinstance(error, DirectusUnavailable) and (
+                    repeatable or response.status_code in REFUSED_STATUSES
+                )
+                wait = _retry_after(response) if response.status_code in REFUSED_STATUSES else None
+            if not retry or attempt == self.retries:
                 raise error
             delay = min(4.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2)  # noqa: S311 - jitter only
+            delay = max(delay, wait or 0.0)
             log.warning(
                 "Directus call failed; retrying", extra=logs.fields(what=what, error=str(error), delay=delay)
             )
             self.sleep(delay)
         raise AssertionError("unreachable")
 
+    @staticmethod
+    def _data(response: requests.Response, what: str) -> Any:
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            document = response.json()
+        except ValueError:
+            # e.g. DIRECTUS_URL points at the admin app or a proxy's page rather than the API
+            raise DirectusError(
+                f"Directus {what}: {response.status_code} answer is not JSON; is DIRECTUS_URL the API's address?",
+                response.status_code,
+            ) from None
+        return document.get("data") if isinstance(document, dict) else None
+
     def _items(self) -> str:
         return f"/items/{self.collection}"
+
+    def _skipping_missing(self, keys: list[str], write: Callable[[list[str]], T], what: str) -> T | None:
+        """``write(keys)``; after a 403, again with only the keys that still exist (None if none do).
+
+        A 403 while every key exists is a real permission problem and is raised."""
+        for _ in range(MISSING_RECHECKS + 1):
+            try:
+                return write(keys)
+            except DirectusAuthError as exc:
+                if exc.status != 403:
+                    raise
+                present = self.get_items(keys, fields=["id"])
+                remaining = [key for key in keys if key in present]
+                if len(remaining) == len(keys):
+                    raise
+                log.info(
+                    "Directus items vanished before the write; writing the rest",
+                    extra=logs.fields(what=what, missing=sorted(set(keys) - set(remaining))),
+                )
+                if not remaining:
+                    return None
+                keys = remaining
+        raise DirectusUnavailable(f"Directus {what}: items keep disappearing; try again later")
 
     # -- items ----------------------------------------------------------------------------------------
     def get_items(
@@ -147,34 +230,53 @@ class DirectusClient:
             chunk = wanted[start : start + IN_CHUNK]
             params = {"filter": json.dumps({"id": {"_in": chunk}}), "limit": "-1"}
             if fields is not None:
-                params["fields"] = ",".join(fields)
+                params["fields"] = ",".join(dict.fromkeys(["id", *fields]))  # the result is keyed by id
             rows = self.request("GET", self._items(), "items read", params=params) or []
             found.update((str(row["id"]), row) for row in rows)
         return found
 
     def create_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Create these items in one call; returns the created rows in the same order."""
+        """Create these items in one call (all or none); returns the created rows in the same order."""
         if not items:
             return []
         rows = self.request("POST", self._items(), "items create", body=items)
         return list(rows or [])
 
     def update_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Update items with different data each (every dict carries its ``id``), in one call."""
+        """Update items with different data each (every dict carries its ``id``), in one call.
+
+        Items that no longer exist are skipped; the rows of the updated ones are returned."""
         if not items:
             return []
-        rows = self.request("PATCH", self._items(), "items update", body=items)
-        return list(rows or [])
+        by_key = {str(item["id"]): item for item in items}
+
+        def write(keys: list[str]) -> list[dict[str, Any]]:
+            body = [by_key[key] for key in keys]
+            return list(self.request("PATCH", self._items(), "items update", body=body) or [])
+
+        return self._skipping_missing(list(by_key), write, "items update") or []
 
     def update_many(self, keys: Iterable[str], data: dict[str, Any]) -> list[dict[str, Any]]:
-        """Set the same data on many items, in one call."""
-        rows = self.request("PATCH", self._items(), "items update", body={"keys": list(keys), "data": data})
-        return list(rows or [])
+        """Set the same data on many items, in one call; items that no longer exist are skipped."""
+        wanted = list(dict.fromkeys(str(k) for k in keys))
+        if not wanted:
+            return []
+
+        def write(keys: list[str]) -> list[dict[str, Any]]:
+            body = {"keys": keys, "data": data}
+            return list(self.request("PATCH", self._items(), "items update", body=body) or [])
+
+        return self._skipping_missing(wanted, write, "items update") or []
 
     def delete_items(self, keys: Iterable[str]) -> None:
-        keys = list(keys)
-        if keys:
-            self.request("DELETE", self._items(), "items delete", body=keys)
+        """Delete these items in one call; items already gone are fine."""
+        wanted = list(dict.fromkeys(str(k) for k in keys))
+        if wanted:
+            self._skipping_missing(
+                wanted,
+                lambda keys: self.request("DELETE", self._items(), "items delete", body=keys),
+                "items delete",
+            )
 
     def items_changed_since(
         self, checkpoint: str | None, page_size: int = 500
@@ -211,7 +313,7 @@ class DirectusClient:
         except requests.RequestException as exc:
             raise DirectusUnavailable(f"Directus ping: cannot connect ({type(exc).__name__})") from None
         if response.status_code >= 400:
-            raise _error_from(response, "ping")
+            raise _error_from(response, "ping", single_item=False)
         stamp = response.headers.get("Date")
         return parsedate_to_datetime(stamp).astimezone(UTC) if stamp else datetime.now(UTC)
 

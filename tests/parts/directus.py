@@ -26,6 +26,8 @@ from tests.parts.processes import free_port, stop_group
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "tests/parts/directus/package-lock.json"
 ADMIN_TOKEN = "calsync-test-admin-token"
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "calsync-test-admin-password"
 WEBHOOK_SECRET = "calsync-test-webhook-secret"
 CONNECT_KEY = "calsync-test-connect-key"
 UNREACHABLE = "http://127.0.0.1:9"  # the Flow's target until a test serves booking_hook
@@ -54,8 +56,8 @@ def _env(db: Path, work: Path, port: int) -> dict[str, str]:
         DB_FILENAME=str(db),
         KEY="calsync-test-key",
         SECRET="calsync-test-secret-which-is-long-enough",
-        ADMIN_EMAIL="admin@example.com",
-        ADMIN_PASSWORD="calsync-test-admin-password",
+        ADMIN_EMAIL=ADMIN_EMAIL,
+        ADMIN_PASSWORD=ADMIN_PASSWORD,
         ADMIN_TOKEN=ADMIN_TOKEN,
         TELEMETRY="false",
         TZ="UTC",
@@ -83,7 +85,9 @@ class DirectusServer:
         self.started_in = 0.0
 
     def _template(self) -> Path:
-        template = self.home / "template.db"
+        # Bootstrap bakes the admin credentials into the database: a changed token needs a new template.
+        baked = hashlib.sha256(f"{ADMIN_EMAIL}\0{ADMIN_PASSWORD}\0{ADMIN_TOKEN}".encode()).hexdigest()[:12]
+        template = self.home / f"template-{baked}.db"
         if template.exists():
             return template
         scratch = Path(tempfile.mkdtemp(prefix="calsync-directus-bootstrap-"))
@@ -92,8 +96,9 @@ class DirectusServer:
                                 capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
         if result.returncode != 0 or not db.exists():
             raise RuntimeError(f"Directus bootstrap failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
-        shutil.copy(db, template.with_suffix(".tmp"))
-        os.replace(template.with_suffix(".tmp"), template)  # whole or not at all
+        partial = template.with_name(f"{template.name}.{os.getpid()}.tmp")  # sessions may bootstrap at once
+        shutil.copy(db, partial)
+        os.replace(partial, template)  # whole or not at all
         shutil.rmtree(scratch, ignore_errors=True)
         return template
 

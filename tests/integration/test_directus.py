@@ -191,25 +191,21 @@ def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusSer
     directus.setup()  # back to the session's configuration
 
 
+def create_collection(directus: DirectusServer, name: str, text_field: str) -> None:
+    """A collection someone made by hand: an id and one string field."""
+    primary = {
+        "field": "id",
+        "type": "integer",
+        "meta": {},
+        "schema": {"is_primary_key": True, "has_auto_increment": True},
+    }
+    field = {"field": text_field, "type": "string", "meta": {}, "schema": {}}
+    body = {"collection": name, "schema": {}, "meta": {}, "fields": [primary, field]}
+    directus.admin("POST", "/collections", json=body).raise_for_status()
+
+
 def test_setup_adds_only_missing_fields_and_refuses_a_conflicting_one(directus: DirectusServer) -> None:
-    directus.admin(
-        "POST",
-        "/collections",
-        json={
-            "collection": "appointments",
-            "schema": {},
-            "meta": {},
-            "fields": [
-                {
-                    "field": "id",
-                    "type": "integer",
-                    "meta": {},
-                    "schema": {"is_primary_key": True, "has_auto_increment": True},
-                },
-                {"field": "title", "type": "string", "meta": {}, "schema": {}},
-            ],
-        },
-    ).raise_for_status()
+    create_collection(directus, "appointments", "title")
     config = SetupConfig(
         directus.url,
         ADMIN_TOKEN,
@@ -229,24 +225,7 @@ def test_setup_adds_only_missing_fields_and_refuses_a_conflicting_one(directus: 
     DirectusSetup(config).run()
     fields = {f["field"]: f["type"] for f in directus.admin("GET", "/fields/appointments").json()["data"]}
     assert fields["end_datetime"] == "timestamp" and fields["title"] == "string"
-    directus.admin(
-        "POST",
-        "/collections",
-        json={
-            "collection": "clashing",
-            "schema": {},
-            "meta": {},
-            "fields": [
-                {
-                    "field": "id",
-                    "type": "integer",
-                    "meta": {},
-                    "schema": {"is_primary_key": True, "has_auto_increment": True},
-                },
-                {"field": "start_datetime", "type": "string", "meta": {}, "schema": {}},
-            ],
-        },
-    ).raise_for_status()
+    create_collection(directus, "clashing", "start_datetime")
     with pytest.raises(SetupError, match=r"clashing.start_datetime exists as type 'string'"):
         DirectusSetup(SetupConfig(**{**config.__dict__, "collection": "clashing"})).run()
     directus.setup()

@@ -91,9 +91,10 @@ def _run(app: App, now: datetime) -> CycleResult:
     try:
         pulled = Puller(app, calendar).run(now)
         pusher = Pusher(app)
-        pushed.merge(drain_outbox(app, pusher, now))
-        pushed.merge(repair_missed(app, pusher))
-        pushed.merge(sweep_orphans(app, pusher))
+        with pusher.writing_back():
+            pushed.merge(drain_outbox(app, pusher, now))
+            pushed.merge(repair_missed(app, pusher))
+            pushed.merge(sweep_orphans(app, pusher))
     except GoogleAccessRevoked as exc:
         mark_needs_reconnect(store, connection, str(exc))
         return _finish(app, "needs_reconnect", 200, pulled, pushed, started, error=str(exc))

@@ -1,4 +1,4 @@
-"""The Directus REST client the sync uses: one session with the static token, bulk reads and writes.
+"""The Directus REST client the sync uses: a session per thread with the static token, bulk reads and writes.
 
 Errors are mapped to a small hierarchy; their messages come from Directus's ``errors[0]`` and never contain
 the token. Directus answers 403 FORBIDDEN for "no permission", for a missing collection and, on single-item
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -124,11 +125,29 @@ class DirectusClient:
         self.timeout = timeout
         self.retries = retries
         self.sleep = sleep
-        self.session = session or requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
-        self.session.headers["Accept"] = "application/json"
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._shared_session = session
+        if session is not None:
+            session.headers.update(self._headers)
+        self._local = threading.local()  # requests.Session is not thread-safe: one per thread
+        self._count_lock = threading.Lock()
         self.requests = 0  # HTTP requests sent, retries included (benchmarks read it)
         logs.register_secret(token)
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session (the push writes statuses back from a thread of its own)."""
+        if self._shared_session is not None:
+            return self._shared_session
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers.update(self._headers)
+        return session
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.requests += 1
 
     # -- plumbing -------------------------------------------------------------------------------------
     def request(
@@ -150,7 +169,7 @@ class DirectusClient:
         headers = {"Content-Type": "application/json"} if payload is not None else None
         repeatable = method.upper() != "POST"
         for attempt in range(self.retries + 1):
-            self.requests += 1
+            self._count()
             wait: float | None = None
             try:
                 response = self.session.request(
@@ -307,7 +326,7 @@ class DirectusClient:
 
     def server_time(self) -> datetime:
         """Directus's own clock (its Date header), so checkpoints never compare two machines' clocks."""
-        self.requests += 1
+        self._count()
         try:
             response = self.session.get(f"{self.base_url}/server/ping", timeout=self.timeout)
         except requests.RequestException as exc:

@@ -12,11 +12,14 @@ run writes what Directus holds last.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +28,7 @@ from calsync.booking import PRIVATE_HASH, InvalidBooking, booking_to_event, even
 from calsync.connection import mark_needs_reconnect
 from calsync.directus import DirectusError, DirectusUnavailable
 from calsync.google_calendar import (
+    BATCH_LIMIT,
     GoogleAccessRevoked,
     GoogleCalendar,
     GoogleConflict,
@@ -97,6 +101,7 @@ class Pusher:
         self.calendar_id = app.settings.google_calendar_id
         self.sleep = time.sleep  # waiting for another delivery's lease is real waiting, even in tests
         self.holder = uuid.uuid4().hex
+        self._shared: _WriteBack | None = None  # set inside ``writing_back()``
 
     # -- entry points ---------------------------------------------------------------------------------
     def push(self, action: str, keys: Sequence[str]) -> PushOutcome:
@@ -113,13 +118,31 @@ class Pusher:
                 else:
                     outcome.merge(self._upsert(held))
         finally:
-            for key in held:
-                self.store.release_lease(self._lease_name(key), self.holder)
+            if self._shared is not None:
+                self._shared.release_later(held)  # once their statuses are written
+            else:
+                self.release(held)
         return outcome
+
+    @contextlib.contextmanager
+    def writing_back(self) -> Iterator[None]:
+        """Pushes inside share one write-back thread (the import cycle's repairs): a page's statuses are
+        still being written to Directus while the next page is read and sent to Google. Each booking's
+        lease is kept until its status is written, so no delivery of it can interleave."""
+        self._shared = _WriteBack(self, background=True)
+        try:
+            with self._shared:
+                yield
+        finally:
+            self._shared = None
 
     # -- leases ---------------------------------------------------------------------------------------
     def _lease_name(self, key: str) -> str:
         return f"{self.connection}/booking/{self.collection}/{key}"
+
+    def release(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.store.release_lease(self._lease_name(key), self.holder)
 
     def _lease(self, keys: Sequence[str]) -> tuple[list[str], list[str]]:
         held: list[str] = []
@@ -186,9 +209,34 @@ class Pusher:
         return outcome
 
     def push_items(self, items: dict[str, dict[str, Any]]) -> PushOutcome:
-        """Push bookings already read from Directus (key -> item). The caller holds their leases or, like
-        the import cycle, the connection's import lease."""
+        """Push bookings already read from Directus (key -> item), whose leases the caller holds.
+
+        Events are written a batch (BATCH_LIMIT) at a time; each batch's statuses are written back to
+        Directus while the next batch is with Google (``_WriteBack``): Directus takes longer to record a
+        status per booking than Google takes to answer a batch."""
         outcome = PushOutcome()
+        writes = self._plan(items, outcome)
+        calendar: GoogleCalendar | None = None
+        if writes:
+            try:
+                calendar = self._calendar()
+            except NotConnected as exc:
+                self._failure(outcome, [w.key for w in writes], exc, "upsert")
+        own = None if self._shared else _WriteBack(self, background=len(writes) > BATCH_LIMIT)
+        write_back = self._shared or own
+        assert write_back is not None
+        with own or contextlib.nullcontext():
+            write_back.send(items, outcome)  # invalid bookings, and all of them when not connected
+            if calendar is not None:
+                for start in range(0, len(writes), BATCH_LIMIT):
+                    part = PushOutcome()
+                    self._write_events(calendar, writes[start : start + BATCH_LIMIT], part)
+                    write_back.send(items, part)
+                    outcome.merge(part)
+        return outcome
+
+    def _plan(self, items: dict[str, dict[str, Any]], outcome: PushOutcome) -> list[_Write]:
+        """The writes these bookings need; invalid ones and those Google already holds go to ``outcome``."""
         mappings = self.store.get_mappings(self.connection, self.collection, list(items))
         writes: list[_Write] = []
         for key, item in items.items():
@@ -212,15 +260,7 @@ class Pusher:
                 continue
             event_id = mapping.event_id if mapping else event_id_for(self.connection, self.collection, key)
             writes.append(_Write(key, event_id, body, mapping is not None, item.get("date_updated")))
-        if writes:
-            try:
-                calendar = self._calendar()
-            except NotConnected as exc:
-                self._failure(outcome, [w.key for w in writes], exc, "upsert")
-            else:
-                self._write_events(calendar, writes, outcome)
-        self._write_back(items, outcome)
-        return outcome
+        return writes
 
     def _write_events(self, calendar: GoogleCalendar, writes: list[_Write], outcome: PushOutcome) -> None:
         """Insert or patch each event: 409 on insert means it exists (patch, which also restores a deleted
@@ -345,26 +385,95 @@ class Pusher:
         outcome.deleted.extend(gone)
         return outcome
 
-    # -- Directus write-back --------------------------------------------------------------------------
-    def _write_back(self, items: dict[str, dict[str, Any]], outcome: PushOutcome) -> None:
-        """google_event_id, sync_status and sync_error on the bookings, where those fields exist and differ.
 
-        These writes fire the Flow again; the delivery carries the sync user and is skipped as an echo."""
-        fields = self.app.directus_fields()
+@dataclasses.dataclass
+class _Sent:
+    """One status write: its rows once done, the bookings it marked synced, leases to release after it."""
+
+    rows: Future[list[dict[str, Any]]] | list[dict[str, Any]]
+    synced: list[str]
+    leases: list[str] = dataclasses.field(default_factory=list)
+
+    def done(self) -> bool:
+        return not isinstance(self.rows, Future) or self.rows.done()
+
+    def result(self) -> list[dict[str, Any]]:
+        return self.rows.result() if isinstance(self.rows, Future) else self.rows
+
+
+class _WriteBack:
+    """google_event_id, sync_status and sync_error on the bookings, where those fields exist and differ.
+
+    ``send(items, outcome)`` writes the statuses of a part of a push in one Directus call; with
+    ``background`` the calls run in order on a thread of their own while the caller goes on with Google.
+    As each write completes (checked on the caller's thread: the store is not shared with the thread), the
+    date_updated it gave each booking is recorded in the booking's mapping, so the next pull does not take
+    our own write for a person's edit (the write fires the Flow too; that delivery carries the sync user and
+    is skipped as an echo), and the leases handed over with ``release_later`` are released. Leaving the
+    ``with`` waits for every write.
+
+    A failed write is logged, never raised: the events are right; only the status shown in Directus lags,
+    and the next change of the booking corrects it."""
+
+    def __init__(self, pusher: Pusher, background: bool) -> None:
+        self.pusher = pusher
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="write-back") if background else None
+        self.sent: collections.deque[_Sent] = collections.deque()
+
+    def __enter__(self) -> _WriteBack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._collect(wait=True)
+        finally:
+            if self.executor is not None:
+                self.executor.shutdown(wait=True)
+            for entry in self.sent:  # only after an error above
+                self.pusher.release(entry.leases)
+
+    def send(self, items: dict[str, dict[str, Any]], outcome: PushOutcome) -> None:
+        updates = self._updates(items, outcome)
+        if updates:
+            rows = (
+                self._write(updates) if self.executor is None else self.executor.submit(self._write, updates)
+            )
+            self.sent.append(_Sent(rows, list(outcome.synced)))
+        self._collect(wait=False)
+
+    def release_later(self, keys: list[str]) -> None:
+        """Release these leases once the writes sent so far are done (now, if they are)."""
+        if self.sent:
+            self.sent[-1].leases.extend(keys)
+        else:
+            self.pusher.release(keys)
+        self._collect(wait=False)
+
+    def _collect(self, wait: bool) -> None:
+        while self.sent and (wait or self.sent[0].done()):
+            entry = self.sent[0]
+            self._remember(entry.result(), entry.synced)
+            self.sent.popleft()
+            self.pusher.release(entry.leases)
+
+    def _updates(self, items: dict[str, dict[str, Any]], outcome: PushOutcome) -> list[dict[str, Any]]:
+        pusher = self.pusher
+        fields = pusher.app.directus_fields()
         wanted: dict[str, dict[str, Any]] = {}
-        mappings = self.store.get_mappings(self.connection, self.collection, outcome.synced)
+        mappings = pusher.store.get_mappings(pusher.connection, pusher.collection, outcome.synced)
         for key in outcome.synced:
             wanted[key] = {
                 "google_event_id": mappings[key].event_id if key in mappings else None,
                 "sync_status": "synced",
                 "sync_error": None,
             }
-        for key, reason in outcome.invalid.items():
-            wanted[key] = {"sync_status": "error", "sync_error": reason}
-        for key, reason in outcome.dead.items():
-            wanted[key] = {"sync_status": "error", "sync_error": reason}
-        for key, reason in outcome.failed.items():
-            wanted[key] = {"sync_status": "queued", "sync_error": reason}
+        for status, reasons in (
+            ("error", outcome.invalid),
+            ("error", outcome.dead),
+            ("queued", outcome.failed),
+        ):
+            for key, reason in reasons.items():
+                wanted[key] = {"sync_status": status, "sync_error": reason}
         updates = []
         for key, values in wanted.items():
             current = items.get(key)
@@ -375,23 +484,26 @@ class Pusher:
             }
             if changed:
                 updates.append({"id": current.get("id", key), **changed})
-        if not updates:
-            return
+        return updates
+
+    def _write(self, updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
-            rows = self.app.directus.update_items(updates)
+            return self.pusher.app.directus.update_items(updates)
         except DirectusError:
-            # The events are right; only the status shown in Directus lags. The next change corrects it.
             log.warning(
                 "could not write the sync status back to Directus",
                 exc_info=True,
                 extra=logs.fields(count=len(updates)),
             )
-            return
-        # Our write-back moved date_updated; remember it, or the next pull would take it for an edit.
+            return []
+
+    def _remember(self, rows: list[dict[str, Any]], synced: list[str]) -> None:
+        pusher = self.pusher
         stamped = {str(row["id"]): row.get("date_updated") for row in rows}
-        synced = self.store.get_mappings(
-            self.connection, self.collection, [k for k in outcome.synced if k in stamped]
+        mappings = pusher.store.get_mappings(
+            pusher.connection, pusher.collection, [key for key in synced if stamped.get(key)]
         )
-        self.store.put_mappings(
-            dataclasses.replace(m, directus_updated=stamped[key]) for key, m in synced.items() if stamped[key]
-        )
+        if mappings:
+            pusher.store.put_mappings(
+                dataclasses.replace(m, directus_updated=stamped[key]) for key, m in mappings.items()
+            )

@@ -10,6 +10,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
+from calsync import cycle as cycle_module
 from calsync import pull
 from calsync.booking import PRIVATE_KEY
 from calsync.google_calendar import event_id_for
@@ -134,6 +135,31 @@ def test_a_webhook_that_never_arrived_is_repaired(product: Product) -> None:
         "missed 3",
     ]
     assert cycle(product)["pushed"] == 0
+
+
+def test_repairing_many_pages_writes_every_status_back_and_frees_every_lease(
+    product: Product, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of 60 pushed in batches of 50: statuses are written on the write-back thread while the next
+    batch and page go to Google; every booking ends synced, its mapping knows the date_updated of that
+    write (or the next cycle would pull our own write back), and no lease outlives the cycle."""
+    monkeypatch.setattr(cycle_module, "REPAIR_PAGE", 60)
+    product.connect()
+    cycle(product)  # sets the checkpoint
+    rows = product.create_bookings(*[{"title": f"missed {n}", "start_datetime": SOON.isoformat()}
+                                     for n in range(150)])  # fmt: skip
+    assert cycle(product)["pushed"] == 150
+    assert product.google.count(batch=True) == 5  # pages of 60, 60 and 30: 50 + 10, 50 + 10, 30
+    assert len(product.live_events()) == 150
+    mappings = product.store.get_mappings("default", "bookings", [str(r["id"]) for r in rows])
+    for key, booking in product.bookings().items():
+        assert booking["sync_status"] == "synced" and booking["google_event_id"] == mappings[key].event_id
+        assert mappings[key].directus_updated == booking["date_updated"]
+        assert product.store.acquire_lease(
+            f"default/booking/bookings/{key}", "a-delivery", timedelta(seconds=5)
+        )
+    quiet = cycle(product)
+    assert quiet["pushed"] == 0 and quiet["updated"] == 0
 
 
 def test_pagination_and_410_recovery_make_no_duplicates(

@@ -279,6 +279,13 @@ def test_bulk_update_goes_through_batches_of_at_most_fifty(product: Product) -> 
     assert product.google.count(batch=True) == 3  # 50 + 50 + 20
     assert product.google.count(batch=False, path_contains="/events") == 0
     assert len(product.live_events()) == 120
+    # Each batch's statuses were written back (on the write-back thread, while the next batch was with
+    # Google), and every mapping remembers the date_updated that write gave its booking.
+    mappings = product.store.get_mappings("default", "bookings", [str(k) for k in keys])
+    for key, booking in product.bookings().items():
+        assert booking["sync_status"] == "synced" and booking["sync_error"] is None
+        assert booking["google_event_id"] == mappings[key].event_id
+        assert mappings[key].directus_updated == booking["date_updated"]
     product.directus.admin("PATCH", "/items/bookings", json={"keys": keys, "data": {"location": "Moved"}})
     product.google.clear_log()
     product.deliver_event("update", keys)

@@ -33,8 +33,12 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Answers given before Directus did any work (rate limiter, pressure limiter): safe to repeat even a create.
 REFUSED_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After is not worth holding a function instance for
-IN_CHUNK = 200  # keys per filter, so the URL stays well below proxies' limits
+IN_CHUNK = 200  # values per _in filter, and at most IN_CHARS characters of them: Node refuses request
+IN_CHARS = 6000  # lines and headers over 16 KB, and Google event ids may be up to 1024 characters long
 MISSING_RECHECKS = 2  # re-checks after a 403 on a bulk write; more means items vanish faster than we write
+# Directus refuses a request body over MAX_PAYLOAD_SIZE (1 MB by default: 400 INVALID_PAYLOAD "request entity
+# too large"; a proxy in front may say 413): bulk writes are split into bodies of at most this size.
+BODY_LIMIT = 512 * 1024
 
 T = TypeVar("T")
 
@@ -62,7 +66,8 @@ class DirectusNotFound(DirectusError):
 
 
 class DirectusValidationError(DirectusError):
-    """Directus rejected the data (400), e.g. RECORD_NOT_UNIQUE or a failed validation."""
+    """Directus rejected the data (400), e.g. RECORD_NOT_UNIQUE, a failed validation or a body too large (400
+    from Directus itself, 413 from a proxy in front of it)."""
 
 
 def _error_from(response: requests.Response, what: str, single_item: bool) -> DirectusError:
@@ -84,9 +89,38 @@ def _error_from(response: requests.Response, what: str, single_item: bool) -> Di
         return cls(text, status, code)
     if status == 404:
         return DirectusNotFound(text, status, code)
-    if status == 400:
+    if status in (400, 413):
         return DirectusValidationError(text, status, code)
     return DirectusError(text, status, code)
+
+
+def body_chunks(items: list[dict[str, Any]], limit: int = BODY_LIMIT) -> Iterator[list[dict[str, Any]]]:
+    """``items`` in order, split so that each part's JSON stays within ``limit`` bytes (an item larger than
+    that alone goes alone: Directus then refuses it, and only it)."""
+    part: list[dict[str, Any]] = []
+    size = 2  # the brackets
+    for item in items:
+        length = len(json.dumps(item).encode()) + 2  # and ", "
+        if part and size + length > limit:
+            yield part
+            part, size = [], 2
+        part.append(item)
+        size += length
+    if part:
+        yield part
+
+
+def _in_chunks(values: list[str]) -> Iterator[list[str]]:
+    part: list[str] = []
+    chars = 0
+    for value in values:
+        if part and (len(part) == IN_CHUNK or chars + len(value) > IN_CHARS):
+            yield part
+            part, chars = [], 0
+        part.append(value)
+        chars += len(value)
+    if part:
+        yield part
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
@@ -243,19 +277,27 @@ class DirectusClient:
         self, keys: Iterable[str], fields: Iterable[str] | None = None
     ) -> dict[str, dict[str, Any]]:
         """The items with these keys, by key as text (missing ones are left out). One call per 200 keys."""
-        wanted = list(dict.fromkeys(str(k) for k in keys))
+        return self.find_items("id", keys, fields)
+
+    def find_items(
+        self, field: str, values: Iterable[str], fields: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The items whose ``field`` holds one of ``values``, by that value as text; where several items hold
+        the same value, the one with the lowest key. One call per 200 values."""
         found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(wanted), IN_CHUNK):
-            chunk = wanted[start : start + IN_CHUNK]
-            params = {"filter": json.dumps({"id": {"_in": chunk}}), "limit": "-1"}
+        for chunk in _in_chunks(list(dict.fromkeys(str(v) for v in values))):
+            params = {"filter": json.dumps({field: {"_in": chunk}}), "limit": "-1", "sort": "id"}
             if fields is not None:
-                params["fields"] = ",".join(dict.fromkeys(["id", *fields]))  # the result is keyed by id
+                params["fields"] = ",".join(dict.fromkeys(["id", field, *fields]))  # keyed by field
             rows = self.request("GET", self._items(), "items read", params=params) or []
-            found.update((str(row["id"]), row) for row in rows)
+            for row in rows:
+                found.setdefault(str(row[field]), row)
         return found
 
     def create_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Create these items in one call (all or none); returns the created rows in the same order."""
+        """Create these items in one call (all or none); returns the created rows in the same order.
+
+        The caller keeps the body under Directus's size limit (``body_chunks``)."""
         if not items:
             return []
         rows = self.request("POST", self._items(), "items create", body=items)
@@ -273,7 +315,10 @@ class DirectusClient:
             body = [by_key[key] for key in keys]
             return list(self.request("PATCH", self._items(), "items update", body=body) or [])
 
-        return self._skipping_missing(list(by_key), write, "items update") or []
+        rows: list[dict[str, Any]] = []
+        for chunk in body_chunks(list(by_key.values())):
+            rows.extend(self._skipping_missing([str(i["id"]) for i in chunk], write, "items update") or [])
+        return rows
 
     def update_many(self, keys: Iterable[str], data: dict[str, Any]) -> list[dict[str, Any]]:
         """Set the same data on many items, in one call; items that no longer exist are skipped."""

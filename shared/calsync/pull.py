@@ -30,7 +30,7 @@ from calsync.booking import (
     parse_instant,
     private_properties,
 )
-from calsync.directus import DirectusClient, DirectusValidationError
+from calsync.directus import DirectusClient, DirectusValidationError, body_chunks
 from calsync.google_calendar import EventsPage, GoogleCalendar, GoogleError, GoogleGone
 from calsync.store import Cursor, DeadLetter, EventMapping, SyncStore, utcnow
 from calsync.wiring import App
@@ -298,44 +298,80 @@ class Puller:
 
     # -- creates --------------------------------------------------------------------------------------
     def _create_bookings(self, events: list[dict[str, Any]]) -> None:
+        """A booking per new event, in bodies Directus accepts; each part is mapped and stamped before the
+        next is sent, so a failure leaves at most one part created but unmapped (``_relink`` finds it)."""
         ready: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for event in events:
+        for event in self._relink(events):
             values = self._booking_values(event)
             if values is not None:
                 extra = {"google_event_id": event["id"], "sync_status": "synced"}
                 ready.append((event, {**values, **{k: v for k, v in extra.items() if k in self.fields}}))
-        if not ready:
-            return
+        offset = 0
+        for part in body_chunks([values for _, values in ready]):
+            self._create_part(ready[offset : offset + len(part)])
+            offset += len(part)
+
+    def _create_part(self, ready: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        created: list[tuple[dict[str, Any], dict[str, Any]]] = []
         try:
             rows = self.directus.create_items([values for _, values in ready])
             created = list(zip([event for event, _ in ready], rows, strict=True))
         except DirectusValidationError:
             # One bad row fails the whole bulk call: find it one by one, dead-letter it, keep the rest.
-            created = []
             for event, values in ready:
                 try:
                     created.extend(zip([event], self.directus.create_items([values]), strict=True))
                 except DirectusValidationError as exc:
                     self._dead(event, f"Directus refused the booking: {exc}")
-        now = utcnow()
-        mappings = [
-            EventMapping(
-                connection=self.connection,
-                collection=self.collection,
-                booking_key=str(row["id"]),
-                calendar_id=self.calendar_id,
-                event_id=event["id"],
-                content_hash=event_hash(event),
-                google_etag=event.get("etag"),
-                google_updated=event.get("updated"),
-                directus_updated=row.get("date_updated"),
-                synced_at=now,
-            )
-            for event, row in created
-        ]
+        mappings = [self._mapping(event, row, event_hash(event)) for event, row in created]
         self.store.put_mappings(mappings)
         self.summary.created += len(mappings)
         self._stamp(mappings)
+
+    def _mapping(self, event: dict[str, Any], row: dict[str, Any], content_hash: str) -> EventMapping:
+        """This event mapped to the booking row Directus answered with."""
+        return EventMapping(
+            connection=self.connection,
+            collection=self.collection,
+            booking_key=str(row["id"]),
+            calendar_id=self.calendar_id,
+            event_id=event["id"],
+            content_hash=content_hash,
+            google_etag=event.get("etag"),
+            google_updated=event.get("updated"),
+            directus_updated=row.get("date_updated"),
+            synced_at=utcnow(),
+        )
+
+    def _relink(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of these unmapped events, those whose booking exists already (its google_event_id says so) are
+        mapped to it and brought up to date like any update; the rest are returned, to be created.
+
+        Such a booking is one this sync created whose answer never came back (the create is not repeated
+        blindly, or the next cycle would create it twice), or one whose mapping was lost with the state
+        store: a rebuilt store then relinks every booking instead of duplicating the calendar."""
+        if "google_event_id" not in self.fields:
+            return events
+        found = self.directus.find_items("google_event_id", [e["id"] for e in events], ["date_updated"])
+        if not found:
+            return events
+        relinked = [(e, found[e["id"]]) for e in events if e["id"] in found]
+        log.info(
+            "bookings already existed for new events; relinked",
+            extra=logs.fields(count=len(relinked), event_ids=[e["id"] for e, _ in relinked][:20]),
+        )
+        # The booking counts as unchanged since (its own date_updated): Google's version of it applies.
+        self._update_bookings(
+            [(self._mapping(event, row, ""), event, event_hash(event)) for event, row in relinked]
+        )
+        keys = {str(row["id"]): event for event, row in relinked}
+        unstamped = [
+            mapping
+            for key, mapping in self.store.get_mappings(self.connection, self.collection, list(keys)).items()
+            if private_properties(keys[key]).get(PRIVATE_KEY) != key
+        ]
+        self._stamp(unstamped)
+        return [e for e in events if e["id"] not in found]
 
     def _stamp(self, mappings: list[EventMapping]) -> None:
         """Write the booking key into each new event so later cycles (and a lost mapping) recognise it."""

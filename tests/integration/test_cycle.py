@@ -14,6 +14,7 @@ from calsync import cycle as cycle_module
 from calsync import pull
 from calsync.booking import PRIVATE_KEY
 from calsync.google_calendar import event_id_for
+from calsync.store import Cursor
 from tests.parts.product import Product
 
 pytestmark = [pytest.mark.google, pytest.mark.directus]
@@ -277,6 +278,82 @@ def test_directus_503_mid_cycle_then_a_clean_cycle_converges(product: Product) -
     cycle(product)
     assert sorted(r["title"] for r in product.bookings().values()) == ["e0", "e1", "e2"]
     assert len(product.google.events()) == 3
+
+
+class _LosingAdapter(HTTPAdapter):
+    """Delivers the first bulk create to Directus, then loses its answer (a dropped connection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        response = super().send(request, **kwargs)
+        if not self.lost and request.method == "POST" and "/items/bookings" in (request.url or ""):
+            self.lost += 1
+            raise requests.ConnectionError("connection reset after the request was sent")
+        return response
+
+
+def test_a_lost_answer_to_the_bulk_create_makes_no_duplicates(product: Product) -> None:
+    product.connect()
+    for n in range(5):
+        product.google.create_event(f"e{n}", SOON + timedelta(hours=n))
+    adapter = _LosingAdapter()
+    product.app.directus.session.mount("http://", adapter)
+    failed = product.cycle()
+    assert adapter.lost == 1 and failed.status_code == 503  # Directus did create them; we never heard
+    assert len(product.bookings()) == 5
+    product.app.directus.session.mount("http://", HTTPAdapter())
+    cycle(product)
+    bookings = product.bookings()
+    assert sorted(r["title"] for r in bookings.values()) == [f"e{n}" for n in range(5)]
+    # relinked: mapped, and each event now carries its booking's key
+    for event in product.live_events():
+        key = event["extendedProperties"]["private"][PRIVATE_KEY]
+        assert bookings[key]["google_event_id"] == event["id"]
+        assert product.store.get_mapping("default", "bookings", key).event_id == event["id"]
+    quiet = cycle(product)
+    assert quiet["created"] == quiet["updated"] == quiet["pushed"] == 0
+
+
+def test_a_lost_state_store_relinks_every_booking_instead_of_duplicating(product: Product) -> None:
+    product.connect()
+    product.google.create_event("from google", SOON)
+    cycle(product)
+    product.create_bookings({"title": "from directus", "start_datetime": SOON.isoformat()})
+    cycle(product)
+    assert len(product.bookings()) == 2 and len(product.live_events()) == 2
+    # the state is gone (say a new SQLite file): no mappings, no sync token, no checkpoint
+    keys = list(product.bookings())
+    product.store.delete_mappings("default", "bookings", keys)
+    product.store.put_cursor(Cursor("default", "primary"))
+    product.google.edit_event(product.live_events()[0]["id"], location="Room 7")
+    cycle(product)
+    assert sorted(r["title"] for r in product.bookings().values()) == ["from directus", "from google"]
+    assert len(product.live_events()) == 2
+    assert {k: product.store.get_mapping("default", "bookings", k) is not None for k in keys} == {
+        k: True for k in keys
+    }
+    assert "Room 7" in [r["location"] for r in product.bookings().values()]
+    quiet = cycle(product)
+    assert quiet["created"] == quiet["updated"] == quiet["pushed"] == 0
+
+
+def test_a_page_of_events_over_directus_body_limit_is_created_in_parts(product: Product) -> None:
+    product.connect()
+    for n in range(12):  # 12 x 120 KB: more than Directus's 1 MB in one body
+        product.google.create_event(f"long {n}", SOON + timedelta(hours=n), description="d" * 120_000)
+    posts: list[int] = []
+    product.app.directus.session.hooks["response"].append(
+        lambda response, *args, **kwargs: (
+            posts.append(response.status_code) if response.request.method == "POST" else None
+        )
+    )
+    summary = cycle(product)
+    assert summary["created"] == 12 and summary["dead_letters"] == 0
+    assert posts == [200, 200, 200]  # bodies of four (480 KB), none refused and retried one by one
+    assert all(len(r["description"]) == 120_000 for r in product.bookings().values())
 
 
 def test_two_concurrent_cycles_one_answers_409(product: Product) -> None:

@@ -19,6 +19,7 @@ from calsync.directus import (
     DirectusError,
     DirectusNotFound,
     DirectusUnavailable,
+    DirectusValidationError,
 )
 from tests.parts.directus import ADMIN_TOKEN, DirectusServer
 
@@ -281,3 +282,31 @@ def test_an_answer_that_is_not_json_says_so(scripted: Scripted) -> None:
     scripted.script((200, {"Content-Type": "text/html"}, b"<html>the Directus app</html>"))
     with pytest.raises(DirectusError, match="not JSON; is DIRECTUS_URL"):
         fake_client(scripted, []).get_items(["1"])
+
+
+def test_finds_items_by_a_field_with_long_values_and_splits_large_writes(
+    directus_bookings: DirectusServer,
+) -> None:
+    """Google event ids may be 1024 characters long: lookups by google_event_id keep each URL under what
+    Directus (Node) accepts. Bulk updates over Directus's 1 MB body limit are split; one item too large
+    for it alone is a validation error (Directus: 400 INVALID_PAYLOAD), not an outage to retry."""
+    counted = Counted()
+    client = client_as(directus_bookings, "sync", counted)
+    ids = [f"{n:03d}" + "v" * 1000 for n in range(12)]
+    rows = client.create_items([{"title": f"e{n}", "start_datetime": START, "google_event_id": ids[n]}
+                                for n in range(12)])  # fmt: skip
+    directus_bookings.admin("POST", "/items/bookings", json={"title": "twin", "start_datetime": START,
+                                                             "google_event_id": ids[0]}).raise_for_status()  # fmt: skip
+    counted.calls.clear()
+    found = client.find_items("google_event_id", [*ids, "absent"], fields=["title"])
+    assert {value: row["title"] for value, row in found.items()} == {ids[n]: f"e{n}" for n in range(12)}
+    assert str(found[ids[0]]["id"]) == str(rows[0]["id"])  # of two holding one id, the lowest key
+    assert counted.calls == ["GET 200", "GET 200", "GET 200"]  # 6,000 characters of values a request
+
+    long_text = "x" * 200_000  # six of these are over 1 MB together; two fit in one body
+    counted.calls.clear()
+    updated = client.update_items([{"id": r["id"], "description": long_text} for r in rows[:6]])
+    assert len(updated) == 6 and counted.calls == ["PATCH 200"] * 3
+    with pytest.raises(DirectusValidationError) as caught:
+        client.update_items([{"id": rows[0]["id"], "description": "y" * 1_200_000}])
+    assert caught.value.status == 400 and "too large" in str(caught.value)  # INVALID_PAYLOAD

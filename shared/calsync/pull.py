@@ -298,8 +298,9 @@ class Puller:
 
     # -- creates --------------------------------------------------------------------------------------
     def _create_bookings(self, events: list[dict[str, Any]]) -> None:
-        """A booking per new event, in bodies Directus accepts; each part is mapped and stamped before the
-        next is sent, so a failure leaves at most one part created but unmapped (``_relink`` finds it)."""
+        """A booking per new event, in bodies Directus accepts; each part is mapped before the next is sent,
+        so a failure leaves at most one part created but unmapped (``_relink`` finds it). The events are
+        stamped together at the end, in full batches."""
         ready: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for event in self._relink(events):
             values = self._booking_values(event)
@@ -307,11 +308,13 @@ class Puller:
                 extra = {"google_event_id": event["id"], "sync_status": "synced"}
                 ready.append((event, {**values, **{k: v for k, v in extra.items() if k in self.fields}}))
         offset = 0
+        mappings: list[EventMapping] = []
         for part in body_chunks([values for _, values in ready]):
-            self._create_part(ready[offset : offset + len(part)])
+            mappings.extend(self._create_part(ready[offset : offset + len(part)]))
             offset += len(part)
+        self._stamp(mappings)
 
-    def _create_part(self, ready: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    def _create_part(self, ready: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[EventMapping]:
         created: list[tuple[dict[str, Any], dict[str, Any]]] = []
         try:
             rows = self.directus.create_items([values for _, values in ready])
@@ -326,7 +329,7 @@ class Puller:
         mappings = [self._mapping(event, row, event_hash(event)) for event, row in created]
         self.store.put_mappings(mappings)
         self.summary.created += len(mappings)
-        self._stamp(mappings)
+        return mappings
 
     def _mapping(self, event: dict[str, Any], row: dict[str, Any], content_hash: str) -> EventMapping:
         """This event mapped to the booking row Directus answered with."""

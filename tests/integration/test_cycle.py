@@ -353,6 +353,7 @@ def test_a_page_of_events_over_directus_body_limit_is_created_in_parts(product: 
     summary = cycle(product)
     assert summary["created"] == 12 and summary["dead_letters"] == 0
     assert posts == [200, 200, 200]  # bodies of four (480 KB), none refused and retried one by one
+    assert product.google.count(batch=True) == 1  # the twelve events stamped in one batch, not one a part
     assert all(len(r["description"]) == 120_000 for r in product.bookings().values())
 
 

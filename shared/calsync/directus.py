@@ -33,8 +33,10 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Answers given before Directus did any work (rate limiter, pressure limiter): safe to repeat even a create.
 REFUSED_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After is not worth holding a function instance for
-IN_CHUNK = 200  # values per _in filter, and at most IN_CHARS characters of them: Node refuses request
-IN_CHARS = 6000  # lines and headers over 16 KB, and Google event ids may be up to 1024 characters long
+# An _in filter carries at most IN_CHUNK values and IN_CHARS characters of them: Node refuses request heads
+# over 16 KB, and Google event ids may be up to 1,024 characters long.
+IN_CHUNK = 200
+IN_CHARS = 6000
 MISSING_RECHECKS = 2  # re-checks after a 403 on a bulk write; more means items vanish faster than we write
 # Directus refuses a request body over MAX_PAYLOAD_SIZE (1 MB by default: 400 INVALID_PAYLOAD "request entity
 # too large"; a proxy in front may say 413): bulk writes are split into bodies of at most this size.

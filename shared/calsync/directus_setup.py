@@ -342,21 +342,44 @@ class DirectusSetup:
             "collections": [self.config.collection],
         }
 
-    def _create_operation(self, flow_id: str) -> None:
+    def _condition_options(self) -> dict[str, Any]:
+        """Pass every change except the sync user's own: its writes (statuses, imported bookings) would
+        only come back as deliveries booking_hook skips, one function call per booking written. A change
+        without a user (another Flow with full access, an extension) passes."""
+        return {
+            "filter": {
+                "_or": [
+                    {"$accountability": {"_null": True}},
+                    {"$accountability": {"user": {"_neq": self.result.sync_user_id}}},
+                ]
+            }
+        }
+
+    def _create_request(self, flow_id: str) -> str | None:
         operation = self._write("POST", "/operations", {
             "flow": flow_id, "name": "POST to booking_hook", "key": "post_booking_hook", "type": "request",
-            "position_x": 19, "position_y": 1, "options": self._operation_options()})  # fmt: skip
+            "position_x": 37, "position_y": 1, "options": self._operation_options()})  # fmt: skip
+        return str(operation["id"]) if operation else None
+
+    def _create_condition(self, flow_id: str, request_id: str | None) -> None:
+        operation = self._write("POST", "/operations", {
+            "flow": flow_id, "name": "Not written by the sync", "key": "not_from_the_sync", "type": "condition",
+            "position_x": 19, "position_y": 1, "options": self._condition_options(),
+            "resolve": request_id})  # fmt: skip
         if operation:
             # The operation must exist before the flow can point at it (a nested create fails).
             self._write("PATCH", f"/flows/{flow_id}", {"operation": operation["id"]})
 
     def _ensure_flow(self) -> None:
+        """The Flow: its trigger, then a condition that drops the sync user's own writes, then the request.
+        A Flow made by an earlier version (trigger -> request) gets the condition put in front."""
         found = (
             self._get(
                 "/flows",
                 {
                     "filter": json.dumps({"name": {"_eq": FLOW_NAME}}),
-                    "fields": "id,status,options,operation.id,operation.options",
+                    "fields": "id,status,options,operation.id,operation.type,operation.options,"
+                    "operation.resolve.id,operation.resolve.options",
                 },
             )
             or []
@@ -375,7 +398,7 @@ class DirectusSetup:
                 },
             )
             if flow:
-                self._create_operation(flow["id"])
+                self._create_condition(flow["id"], self._create_request(flow["id"]))
             self._step("Flow to booking_hook", "created", self.config.booking_hook_url)
             return
         flow = found[0]
@@ -385,11 +408,22 @@ class DirectusSetup:
                 "PATCH", f"/flows/{flow['id']}", {"options": self._flow_options(), "status": "active"}
             )
             changed.append("trigger")
-        operation = flow.get("operation") or {}
-        if not operation:
-            self._create_operation(flow["id"])
-            changed.append("request")
-        elif operation.get("options") != self._operation_options():
-            self._write("PATCH", f"/operations/{operation['id']}", {"options": self._operation_options()})
+        first = flow.get("operation") or {}
+        if first.get("type") == "condition":
+            request = first.get("resolve") or {}
+            if first.get("options") != self._condition_options():
+                self._write("PATCH", f"/operations/{first['id']}", {"options": self._condition_options()})
+                changed.append("condition (sync user)")
+            if not request:  # deleted by hand
+                self._write(
+                    "PATCH", f"/operations/{first['id']}", {"resolve": self._create_request(flow["id"])}
+                )
+                changed.append("request")
+        else:
+            request = first  # an earlier version's Flow, or none at all
+            self._create_condition(flow["id"], request.get("id") or self._create_request(flow["id"]))
+            changed.append("condition")
+        if request and request.get("options") != self._operation_options():
+            self._write("PATCH", f"/operations/{request['id']}", {"options": self._operation_options()})
             changed.append("request (URL or secret)")
         self._step("Flow to booking_hook", "updated" if changed else "unchanged", ", ".join(changed))

@@ -174,6 +174,31 @@ def test_bookings_saved_in_directus_follow_to_google_through_the_real_flow(conne
     wait_for(lambda: w.bookings()[str(a["id"])]["sync_status"] == "synced", "the write-back")
 
 
+def test_a_change_made_by_another_flow_with_full_access_still_reaches_google(connected: World) -> None:
+    """Directus runs such a change as a system admin with no user ($accountability.user is null): the
+    condition that drops the sync user's own writes must let it through."""
+    w = connected
+    booking = w.create({"title": "Before the automation", "start_datetime": SOON.isoformat()})[0]
+    wait_for(lambda: "Before the automation" in {e["summary"] for e in w.live_events()}, "the event")
+    flow = w.directus.admin("POST", "/flows", json={
+        "name": "automation test", "status": "active", "trigger": "webhook", "accountability": "all",
+        "options": {"method": "GET", "async": False}}).json()["data"]  # fmt: skip
+    try:
+        operation = w.directus.admin("POST", "/operations", json={
+            "flow": flow["id"], "key": "touch", "name": "touch", "type": "item-update",
+            "position_x": 19, "position_y": 1,
+            "options": {"collection": "bookings", "key": [booking["id"]], "permissions": "$full",
+                        "emitEvents": True, "payload": {"title": "Renamed by an automation"}}}).json()["data"]  # fmt: skip
+        w.directus.admin(
+            "PATCH", f"/flows/{flow['id']}", json={"operation": operation["id"]}
+        ).raise_for_status()
+        w.directus.admin("GET", f"/flows/trigger/{flow['id']}").raise_for_status()
+        assert w.bookings()[str(booking["id"])]["title"] == "Renamed by an automation"
+        wait_for(lambda: "Renamed by an automation" in {e["summary"] for e in w.live_events()}, "the rename")
+    finally:
+        w.directus.admin("DELETE", f"/flows/{flow['id']}")
+
+
 def test_google_changes_come_back_and_no_echo_reaches_google(connected: World) -> None:
     w = connected
     assert w.cycle().status_code == 200
@@ -199,6 +224,8 @@ def test_google_changes_come_back_and_no_echo_reaches_google(connected: World) -
         w.google.count(method="PATCH") + w.google.count(method="POST") + w.google.count(method="PUT")
     )
     assert writes_after == writes_before  # the cycle's own Directus writes caused no Google write
+    # ... and no delivery at all: the Flow's condition drops the sync user's own writes at the source
+    assert "written by the sync itself" not in w.hook.output()
     assert w.google.event(new["id"])["extendedProperties"]["private"][PRIVATE_KEY] == str(
         rows["Created in Google"]["id"]
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -20,8 +21,8 @@ from calsync.directus import (
     DirectusUnavailable,
     DirectusValidationError,
 )
-from calsync.directus_setup import BOOKING_FIELDS, DirectusSetup, SetupConfig, SetupError
-from tests.parts.directus import ADMIN_TOKEN, DirectusServer
+from calsync.directus_setup import BOOKING_FIELDS, FLOW_NAME, DirectusSetup, SetupConfig, SetupError
+from tests.parts.directus import ADMIN_TOKEN, DirectusServer, install_dir, node_bin
 
 pytestmark = pytest.mark.directus
 
@@ -179,16 +180,71 @@ def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusSer
     flows = directus.admin(
         "GET",
         "/flows",
-        params={"fields": "name,operation.options", "filter": json.dumps({"name": {"_contains": "calsync"}})},
-    ).json()["data"]
+        params={"fields": "name,operation.type,operation.options,operation.resolve.options",
+                "filter": json.dumps({"name": {"_contains": "calsync"}})},
+    ).json()["data"]  # fmt: skip
     assert len(flows) == 1
-    options = flows[0]["operation"]["options"]
+    condition = flows[0]["operation"]
+    assert condition["type"] == "condition"  # the sync user's own writes stop here
+    assert {"$accountability": {"user": {"_neq": directus.sync_user_id}}} in condition["options"]["filter"][
+        "_or"
+    ]
+    options = condition["resolve"]["options"]
     assert options["url"] == "http://127.0.0.1:9/hook-b"
     assert {"header": "Authorization", "value": "Bearer secret-a-123456"} in options["headers"]
     assert options["body"] == '{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}'
     settings = directus.admin("GET", "/items/calendar_sync").json()["data"]
     assert settings["connect_url"] == "http://127.0.0.1:9/oauth/start?key=key-a-123456"
     directus.setup()  # back to the session's configuration
+
+
+def test_setup_puts_the_echo_condition_in_front_of_an_earlier_versions_flow(directus: DirectusServer) -> None:
+    """A Flow made by an earlier version goes straight from the trigger to the request: setup inserts the
+    condition and keeps the request (and its id)."""
+    config = directus.setup()
+    fields = {"fields": "id,operation.id,operation.type,operation.resolve.id",
+              "filter": json.dumps({"name": {"_eq": FLOW_NAME}})}  # fmt: skip
+    flow = directus.admin("GET", "/flows", params=fields).json()["data"][0]
+    request_id = flow["operation"]["resolve"]["id"]
+    directus.admin("PATCH", f"/flows/{flow['id']}", json={"operation": request_id}).raise_for_status()
+    directus.admin("DELETE", f"/operations/{flow['operation']['id']}").raise_for_status()
+    result = DirectusSetup(config).run()
+    assert [(s["what"], s["detail"]) for s in result.steps if s["action"] == "updated"] == [
+        ("Flow to booking_hook", "condition")
+    ]
+    flow = directus.admin("GET", "/flows", params=fields).json()["data"][0]
+    assert flow["operation"]["type"] == "condition" and flow["operation"]["resolve"]["id"] == request_id
+    again = DirectusSetup(config).run()
+    assert again.as_json()["changed"] is False
+
+
+_EVALUATE = """
+import { validatePayload } from "@directus/utils";
+const [filter, cases] = JSON.parse(process.argv[2]);
+// as Directus's condition operation evaluates it (operations/condition: requireAll)
+console.log(JSON.stringify(cases.map((data) => validatePayload(filter, data, { requireAll: true }).length === 0)));
+"""
+
+
+def test_the_flow_condition_drops_only_the_sync_users_own_writes(directus: DirectusServer) -> None:
+    """The condition, evaluated by Directus's own code against every shape $accountability takes: an
+    extension's write without accountability (null), a full-access automation (no user), a person, the
+    sync user (dropped)."""
+    config = directus.setup()
+    setup = DirectusSetup(config)
+    setup.result.sync_user_id = directus.sync_user_id
+    cases = [{"$accountability": None}, {"$accountability": {"user": None, "admin": True}},
+             {"$accountability": {"user": "a-person"}}, {"$accountability": {"user": directus.sync_user_id}}]  # fmt: skip
+    script = install_dir() / f"calsync-condition-{os.getpid()}.mjs"  # beside node_modules: finds @directus
+    script.write_text(_EVALUATE)
+    try:
+        result = subprocess.run(
+            [str(node_bin() / "node"), str(script), json.dumps([setup._condition_options()["filter"], cases])],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    finally:
+        script.unlink()
+    assert json.loads(result.stdout) == [True, True, True, False]
 
 
 def create_collection(directus: DirectusServer, name: str, text_field: str) -> None:

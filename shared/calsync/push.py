@@ -226,12 +226,13 @@ class Pusher:
         write_back = self._shared or own
         assert write_back is not None
         with own or contextlib.nullcontext():
-            write_back.send(items, outcome)  # invalid bookings, and all of them when not connected
+            write_back.send(items, outcome, {})  # invalid bookings, and all of them when not connected
             if calendar is not None:
                 for start in range(0, len(writes), BATCH_LIMIT):
                     part = PushOutcome()
-                    self._write_events(calendar, writes[start : start + BATCH_LIMIT], part)
-                    write_back.send(items, part)
+                    chunk = writes[start : start + BATCH_LIMIT]
+                    self._write_events(calendar, chunk, part)
+                    write_back.send(items, part, {w.key: w.event_id for w in chunk})
                     outcome.merge(part)
         return outcome
 
@@ -404,7 +405,7 @@ class _Sent:
 class _WriteBack:
     """google_event_id, sync_status and sync_error on the bookings, where those fields exist and differ.
 
-    ``send(items, outcome)`` writes the statuses of a part of a push in one Directus call; with
+    ``send(items, outcome, event_ids)`` writes the statuses of a part of a push in one Directus call; with
     ``background`` the calls run in order on a thread of their own while the caller goes on with Google.
     As each write completes (checked on the caller's thread: the store is not shared with the thread), the
     date_updated it gave each booking is recorded in the booking's mapping, so the next pull does not take
@@ -432,8 +433,9 @@ class _WriteBack:
             for entry in self.sent:  # only after an error above
                 self.pusher.release(entry.leases)
 
-    def send(self, items: dict[str, dict[str, Any]], outcome: PushOutcome) -> None:
-        updates = self._updates(items, outcome)
+    def send(self, items: dict[str, dict[str, Any]], outcome: PushOutcome, event_ids: dict[str, str]) -> None:
+        """``event_ids``: the event of each booking in ``outcome.synced``."""
+        updates = self._updates(items, outcome, event_ids)
         if updates:
             rows = (
                 self._write(updates) if self.executor is None else self.executor.submit(self._write, updates)
@@ -456,14 +458,15 @@ class _WriteBack:
             self.sent.popleft()
             self.pusher.release(entry.leases)
 
-    def _updates(self, items: dict[str, dict[str, Any]], outcome: PushOutcome) -> list[dict[str, Any]]:
+    def _updates(
+        self, items: dict[str, dict[str, Any]], outcome: PushOutcome, event_ids: dict[str, str]
+    ) -> list[dict[str, Any]]:
         pusher = self.pusher
         fields = pusher.app.directus_fields()
         wanted: dict[str, dict[str, Any]] = {}
-        mappings = pusher.store.get_mappings(pusher.connection, pusher.collection, outcome.synced)
         for key in outcome.synced:
             wanted[key] = {
-                "google_event_id": mappings[key].event_id if key in mappings else None,
+                "google_event_id": event_ids[key],
                 "sync_status": "synced",
                 "sync_error": None,
             }

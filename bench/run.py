@@ -62,7 +62,7 @@ if str(ROOT) not in sys.path:  # run as a script too
     sys.path.insert(0, str(ROOT))
 
 from bench.worker import CONNECT_KEY, WEBHOOK_SECRET  # noqa: E402
-from calsync.directus_setup import FLOW_NAME  # noqa: E402
+from calsync.directus.setup import FLOW_NAME  # noqa: E402
 from tests.fakes.google import GoogleFake  # noqa: E402
 from tests.parts.directus import DirectusServer, install_dir  # noqa: E402
 
@@ -73,11 +73,11 @@ CALENDAR_API = "calendar/v3"  # single calls (/calendar/v3/...) and batches (/ba
 FUNCTIONS = ("booking_hook", "calendar_import", "oauth_callback")
 # What each function's first request imports beyond main.py (embedded stores): part of a cold start too.
 FIRST_REQUEST_IMPORTS = {
-    "booking_hook": "calsync.hook,calsync.store_sqlite,calsync.tokens_file,calsync.directus,"
+    "booking_hook": "calsync.web.hook,calsync.state.sqlite,calsync.state.tokens_file,calsync.directus.client,"
     "google.oauth2.credentials,googleapiclient.discovery,google_auth_httplib2",
-    "calendar_import": "calsync.cycle,calsync.store_sqlite,calsync.tokens_file,calsync.directus,"
+    "calendar_import": "calsync.sync.cycle,calsync.state.sqlite,calsync.state.tokens_file,calsync.directus.client,"
     "google.oauth2.credentials,googleapiclient.discovery,google_auth_httplib2",
-    "oauth_callback": "calsync.oauth,calsync.store_sqlite,calsync.tokens_file,google_auth_oauthlib.flow",
+    "oauth_callback": "calsync.web.oauth,calsync.state.sqlite,calsync.state.tokens_file,google_auth_oauthlib.flow",
 }
 
 

@@ -79,8 +79,8 @@ class Worker:
     def __init__(self, settings: dict[str, Any]) -> None:
         from functions_framework import create_app
 
+        from calsync.bootstrap import App, set_app
         from calsync.settings import load_settings
-        from calsync.wiring import App, set_app
 
         self.app = App(load_settings(**settings))
         self.directus_wait_s = 0.0
@@ -93,7 +93,7 @@ class Worker:
         self.importer = importer.test_client()
 
     def connect(self, refresh_token: str) -> dict[str, Any]:
-        from calsync.connection import mark_connected
+        from calsync.sync.connection import mark_connected
 
         self.app.tokens.put(refresh_token, self.app.connection)
         mark_connected(self.app.store, self.app.connection, "owner@example.com", [CALENDAR_SCOPE])

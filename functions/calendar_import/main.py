@@ -3,7 +3,7 @@
 import flask
 import functions_framework
 
-from calsync import entrypoints
+from calsync.web import entrypoints
 
 
 @functions_framework.http

@@ -13,10 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from calsync.http import MissingSettings
+from calsync.bootstrap import App, set_app
 from calsync.settings import SettingsError, load_settings
-from calsync.store import StoreError
-from calsync.wiring import App, set_app
+from calsync.state.store import StoreError
+from calsync.web.http import MissingSettings
 
 # Settings a local run needs before the Google and Directus sides can work; named at start-up.
 NEEDED_FOR_SYNC = (
@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
     from calsync.local_settings import LOCAL_FILE, ensure_local_settings, settings_overrides
-    from calsync.server import create_app
+    from calsync.web.server import create_app
 
     values, generated = ensure_local_settings()
     settings = load_settings(**settings_overrides(values))
@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from calsync.connection import status_body
+    from calsync.sync.connection import status_body
 
     app = App(load_settings())
     print(json.dumps(status_body(app.store, app.connection), indent=2))
@@ -73,7 +73,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from calsync.cycle import run_cycle
+    from calsync.sync.cycle import run_cycle
 
     app = App(load_settings())
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
@@ -94,7 +94,7 @@ SETUP_OPTIONS = {  # flag: (environment name, help)
 
 def _directus_setup(args: argparse.Namespace) -> int:
     from calsync import logs
-    from calsync.directus_setup import DirectusSetup, SetupConfig, SetupError
+    from calsync.directus.setup import DirectusSetup, SetupConfig, SetupError
 
     logs.configure(level=logging.ERROR)  # retries are reported by the outcome, not as log lines here
     values = {

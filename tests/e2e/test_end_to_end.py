@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from calsync.booking import PRIVATE_KEY
+from calsync.sync.booking import PRIVATE_KEY
 from tests.fakes.google import GoogleFake
 from tests.fakes.secretmanager import SecretManagerFake
 from tests.parts.directus import CONNECT_KEY, WEBHOOK_SECRET, DirectusServer

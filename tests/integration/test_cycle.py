@@ -12,9 +12,9 @@ from requests.adapters import HTTPAdapter
 
 from calsync import cycle as cycle_module
 from calsync import pull
-from calsync.booking import PRIVATE_KEY
-from calsync.google_calendar import event_id_for
-from calsync.store import Cursor
+from calsync.google.calendar import event_id_for
+from calsync.state.store import Cursor
+from calsync.sync.booking import PRIVATE_KEY
 from tests.parts.product import Product
 
 pytestmark = [pytest.mark.google, pytest.mark.directus]
@@ -457,7 +457,7 @@ def test_a_delete_whose_webhook_never_came_is_repaired(
 
 
 def test_on_google_delete_delete_removes_the_booking(product: Product) -> None:
-    from calsync.wiring import App, set_app
+    from calsync.bootstrap import App, set_app
 
     settings = product.app.settings.model_copy(update={"on_google_delete": "delete"})
     product.app = App(settings, sleep=lambda _: None, store=product.app.store)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from calsync.directus import (
+from calsync.directus.client import (
     DirectusAuthError,
     DirectusClient,
     DirectusNotFound,
     DirectusUnavailable,
     DirectusValidationError,
 )
-from calsync.directus_setup import BOOKING_FIELDS, FLOW_NAME, DirectusSetup, SetupConfig, SetupError
+from calsync.directus.setup import BOOKING_FIELDS, FLOW_NAME, DirectusSetup, SetupConfig, SetupError
 from tests.parts.directus import ADMIN_TOKEN, DirectusServer, install_dir, node_bin
 
 pytestmark = pytest.mark.directus
@@ -349,5 +349,5 @@ def test_flow_logs_do_not_need_caplog(caplog: pytest.LogCaptureFixture) -> None:
         DirectusClient(
             "http://127.0.0.1:9", "tok-abcdef-123", "bookings", retries=1, sleep=lambda _: None
         ).get_items(["1"])
-    assert any(r.name == "calsync.directus" for r in caplog.records)
+    assert any(r.name == "calsync.directus.client" for r in caplog.records)
     assert "tok-abcdef-123" not in caplog.text

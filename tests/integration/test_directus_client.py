@@ -1,4 +1,4 @@
-"""calsync.directus.DirectusClient: against the real Directus 12 where Directus's behaviour matters, against a
+"""calsync.directus.client.DirectusClient: against the real Directus 12 where Directus's behaviour matters, against a
 scripted local HTTP server where only failures (retries, odd answers) can be provoked."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from calsync.directus import (
+from calsync.directus.client import (
     DirectusAuthError,
     DirectusClient,
     DirectusError,

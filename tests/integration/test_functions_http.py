@@ -9,7 +9,7 @@ import flask
 import pytest
 from functions_framework import create_app
 
-from calsync.wiring import set_app
+from calsync.bootstrap import set_app
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "hook-secret-for-tests-0001"

@@ -1,4 +1,4 @@
-"""calsync.google_calendar against the Google fake: error mapping, retries, budget, batches, sync paging."""
+"""calsync.google.calendar against the Google fake: error mapping, retries, budget, batches, sync paging."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from calsync.google_calendar import (
+from calsync.google.calendar import (
     EventsPage,
     GoogleAccessRevoked,
     GoogleBadRequest,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from calsync.booking import PRIVATE_HASH, PRIVATE_KEY
-from calsync.google_calendar import event_id_for
+from calsync.google.calendar import event_id_for
+from calsync.sync.booking import PRIVATE_HASH, PRIVATE_KEY
 from tests.parts.product import Product
 
 pytestmark = [pytest.mark.google, pytest.mark.directus]
@@ -234,7 +234,7 @@ def test_invalid_booking_is_reported_on_the_booking_without_a_google_call(produc
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Rome"])
 def test_time_zones_and_all_day(product: Product, zone: str, tmp_path: Any) -> None:
-    from calsync.wiring import App, set_app
+    from calsync.bootstrap import App, set_app
 
     settings = product.app.settings.model_copy(update={"timezone": zone})
     product.app = App(settings, sleep=lambda _: None, store=product.app.store)

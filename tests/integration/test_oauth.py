@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from calsync.oauth import CALENDAR_EVENTS_SCOPE
+from calsync.bootstrap import App, set_app
 from calsync.settings import load_settings
-from calsync.wiring import App, set_app
+from calsync.web.oauth import CALENDAR_EVENTS_SCOPE
 from tests.parts.directus import CONNECT_KEY
 from tests.parts.product import ACCOUNT, Product
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from calsync.store import (
+from calsync.state.sqlite import SqliteSyncStore
+from calsync.state.store import (
     ConnectionStatus,
     Cursor,
     DeadLetter,
@@ -20,7 +21,6 @@ from calsync.store import (
     SyncStore,
     utcnow,
 )
-from calsync.store_sqlite import SqliteSyncStore
 
 C = "default"
 
@@ -43,7 +43,7 @@ def store_factory(
     if isinstance(store, SqliteSyncStore):
         return lambda: SqliteSyncStore(store.path)
     emulator = request.getfixturevalue("firestore_emulator")
-    from calsync.store_firestore import FirestoreSyncStore
+    from calsync.state.firestore import FirestoreSyncStore
 
     return lambda: FirestoreSyncStore(emulator.client())
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from calsync.store import (
+from calsync.state.firestore import FirestoreSyncStore, _doc_id
+from calsync.state.store import (
     ConnectionStatus,
     Cursor,
     DeadLetter,
@@ -26,7 +27,6 @@ from calsync.store import (
     StoreError,
     utcnow,
 )
-from calsync.store_firestore import FirestoreSyncStore, _doc_id
 from tests.parts.firestore import FirestoreEmulator
 
 pytestmark = pytest.mark.firestore

@@ -24,11 +24,11 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from calsync import tokens_secretmanager
+from calsync.bootstrap import build_token_store
 from calsync.settings import load_settings
-from calsync.store import StoreError, TokenStore
-from calsync.tokens_file import FileTokenStore
-from calsync.tokens_secretmanager import SecretManagerTokenStore
-from calsync.wiring import build_token_store
+from calsync.state.store import StoreError, TokenStore
+from calsync.state.tokens_file import FileTokenStore
+from calsync.state.tokens_secretmanager import SecretManagerTokenStore
 from tests.fakes import secretmanager as fake_module
 from tests.fakes.secretmanager import SecretManagerFake
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from calsync.directus_setup import DirectusSetup, SetupConfig
+from calsync.directus.setup import DirectusSetup, SetupConfig
 from tests.parts.availability import part_unavailable
 from tests.parts.processes import free_port, stop_group
 

@@ -39,7 +39,7 @@ from tests.parts.processes import free_port, stop_group
 if TYPE_CHECKING:
     from google.cloud import firestore
 
-    from calsync.store_firestore import FirestoreSyncStore
+    from calsync.state.firestore import FirestoreSyncStore
 
 PROJECT = "calsync-test"
 START_TIMEOUT = 90.0  # ~3 s on an idle machine; a 2-core CI box running other parts can be much slower
@@ -206,7 +206,7 @@ def firestore_emulator() -> Iterator[FirestoreEmulator]:
 
 @pytest.fixture
 def firestore_store(firestore_emulator: FirestoreEmulator) -> Iterator[FirestoreSyncStore]:
-    from calsync.store_firestore import FirestoreSyncStore
+    from calsync.state.firestore import FirestoreSyncStore
 
     firestore_emulator.reset()
     client = firestore_emulator.client()

@@ -16,10 +16,10 @@ import flask
 import pytest
 from functions_framework import create_app
 
-from calsync.connection import mark_connected
+from calsync.bootstrap import App, set_app
 from calsync.settings import load_settings
-from calsync.store import SyncStore
-from calsync.wiring import App, set_app
+from calsync.state.store import SyncStore
+from calsync.sync.connection import mark_connected
 from tests.fakes.google import GoogleFake
 from tests.parts.directus import CONNECT_KEY, WEBHOOK_SECRET, DirectusServer
 
@@ -136,7 +136,7 @@ def product_firestore(
     google_fake: GoogleFake, directus_bookings: DirectusServer, tmp_path: Path, firestore_emulator: Any
 ) -> Iterator[Product]:
     """The same, with the SyncStore on the real Firestore emulator."""
-    from calsync.store_firestore import FirestoreSyncStore
+    from calsync.state.firestore import FirestoreSyncStore
 
     firestore_emulator.reset()
     store = FirestoreSyncStore(firestore_emulator.client())

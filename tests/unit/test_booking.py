@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from calsync.booking import (
+from calsync.sync.booking import (
     PRIVATE_HASH,
     PRIVATE_KEY,
     InvalidBooking,

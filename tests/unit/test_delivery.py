@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from calsync.delivery import Delivery, parse_delivery
-from calsync.http import HttpError
+from calsync.web.delivery import Delivery, parse_delivery
+from calsync.web.http import HttpError
 
 
 def parse(body: Any) -> Delivery:

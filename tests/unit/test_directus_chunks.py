@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from calsync.directus import IN_CHARS, IN_CHUNK, _in_chunks, body_chunks
+from calsync.directus.client import IN_CHARS, IN_CHUNK, _in_chunks, body_chunks
 
 
 def test_body_chunks_keep_order_and_stay_within_the_limit() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from calsync.store_sqlite import SCHEMA_VERSION, SqliteSyncStore
+from calsync.state.sqlite import SCHEMA_VERSION, SqliteSyncStore
 
 
 def test_version_1_state_is_migrated(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ from google.cloud.firestore_v1 import CollectionReference, DocumentReference
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from calsync.store import (
+from calsync.state.store import (
     ConnectionStatus,
     Cursor,
     DeadLetter,

@@ -16,8 +16,8 @@ import secrets
 from typing import Any
 from urllib.parse import urlencode
 
-from calsync.directus import DirectusAuthError, DirectusClient, DirectusError, DirectusNotFound
-from calsync.directus_status import SETTINGS_COLLECTION
+from calsync.directus.client import DirectusAuthError, DirectusClient, DirectusError, DirectusNotFound
+from calsync.directus.status import SETTINGS_COLLECTION
 
 POLICY_NAME = "calsync sync service"
 USER_FIRST_NAME = "calsync"

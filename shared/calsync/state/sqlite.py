@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from calsync.store import (
+from calsync.state.store import (
     ConnectionStatus,
     Cursor,
     DeadLetter,

@@ -29,10 +29,10 @@ import requests
 from pydantic import SecretStr
 
 from calsync import logs
-from calsync.connection import mark_connected, mark_disconnected
+from calsync.bootstrap import App
 from calsync.settings import Settings
-from calsync.store import OAuthState, StoreError, utcnow
-from calsync.wiring import App
+from calsync.state.store import OAuthState, StoreError, utcnow
+from calsync.sync.connection import mark_connected, mark_disconnected
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import flask
 
-from calsync.connection import status_body
-from calsync.http import (
+from calsync.bootstrap import get_app
+from calsync.sync.connection import status_body
+from calsync.web.http import (
     HttpError,
     MissingSettings,
     guarded,
@@ -19,7 +20,6 @@ from calsync.http import (
     require_key,
     require_method,
 )
-from calsync.wiring import get_app
 
 
 def _route(request: flask.Request) -> str:
@@ -37,7 +37,7 @@ def oauth_callback(request: flask.Request) -> flask.Response:
         return json_response(200, status_body(app.store, app.connection))
     if route not in ("/start", "/callback", "/disconnect"):
         raise HttpError(404, f"no route {route}; use /start, /callback, /status or /disconnect")
-    from calsync import oauth  # only this function pays for oauthlib
+    from calsync.web import oauth  # only this function pays for oauthlib
 
     if route == "/callback":
         require_method(request, "GET")
@@ -60,7 +60,7 @@ def booking_hook(request: flask.Request) -> flask.Response:
     require_bearer(request, app.settings.webhook_secret, "WEBHOOK_SECRET")
     require_method(request, "POST")
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
-    from calsync.hook import handle_delivery
+    from calsync.web.hook import handle_delivery
 
     return handle_delivery(app, request)
 
@@ -71,7 +71,7 @@ def calendar_import(request: flask.Request) -> flask.Response:
     app = get_app()
     require_method(request, "POST")
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
-    from calsync.cycle import run_cycle
+    from calsync.sync.cycle import run_cycle
 
     result = run_cycle(app)
     return json_response(result.http_status, result.body)

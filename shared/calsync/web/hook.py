@@ -7,10 +7,10 @@ import logging
 import flask
 
 from calsync import logs
-from calsync.delivery import parse_delivery
-from calsync.http import json_response, read_json
-from calsync.push import Pusher
-from calsync.wiring import App
+from calsync.bootstrap import App
+from calsync.sync.push import Pusher
+from calsync.web.delivery import parse_delivery
+from calsync.web.http import json_response, read_json
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from calsync import logs
-from calsync.booking import PRIVATE_HASH, InvalidBooking, booking_to_event
-from calsync.connection import mark_needs_reconnect
-from calsync.directus import DirectusError
-from calsync.google_calendar import GoogleAccessRevoked, GoogleError
-from calsync.pull import MassCancelRefused, Puller, PullSummary
-from calsync.push import Pusher, PushOutcome
-from calsync.store import Cursor, OutboxEntry, utcnow
-from calsync.wiring import App
+from calsync.bootstrap import App
+from calsync.directus.client import DirectusError
+from calsync.google.calendar import GoogleAccessRevoked, GoogleError
+from calsync.state.store import Cursor, OutboxEntry, utcnow
+from calsync.sync.booking import PRIVATE_HASH, InvalidBooking, booking_to_event
+from calsync.sync.connection import mark_needs_reconnect
+from calsync.sync.pull import MassCancelRefused, Puller, PullSummary
+from calsync.sync.push import Pusher, PushOutcome
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import flask
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from calsync import entrypoints
+from calsync.web import entrypoints
 
 FUNCTIONS: dict[str, Callable[[flask.Request], flask.Response]] = {
     "oauth_callback": entrypoints.oauth_callback,

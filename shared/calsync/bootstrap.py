@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calsync import logs
-from calsync.http import MissingSettings
 from calsync.settings import Settings, load_settings
-from calsync.store import DEFAULT_CONNECTION, SyncStore, TokenStore
+from calsync.state.store import DEFAULT_CONNECTION, SyncStore, TokenStore
+from calsync.web.http import MissingSettings
 
 if TYPE_CHECKING:
-    from calsync.directus import DirectusClient
-    from calsync.google_calendar import GoogleCalendar
+    from calsync.directus.client import DirectusClient
+    from calsync.google.calendar import GoogleCalendar
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,12 @@ def url_path(url: str, scheme: str) -> Path:
 
 def build_store(settings: Settings) -> SyncStore:
     if settings.store.startswith("sqlite:///"):
-        from calsync.store_sqlite import SqliteSyncStore
+        from calsync.state.sqlite import SqliteSyncStore
 
         return SqliteSyncStore(url_path(settings.store, "sqlite"))
     from google.cloud import firestore
 
-    from calsync.store_firestore import FirestoreSyncStore
+    from calsync.state.firestore import FirestoreSyncStore
 
     database = settings.store[len("firestore://") :] if settings.store.startswith("firestore://") else None
     client = firestore.Client(project=settings.google_cloud_project, database=database or "(default)")
@@ -49,10 +49,10 @@ def build_store(settings: Settings) -> SyncStore:
 
 def build_token_store(settings: Settings) -> TokenStore:
     if settings.token_store.startswith("file:///"):
-        from calsync.tokens_file import FileTokenStore
+        from calsync.state.tokens_file import FileTokenStore
 
         return FileTokenStore(url_path(settings.token_store, "file"))
-    from calsync.tokens_secretmanager import SecretManagerTokenStore
+    from calsync.state.tokens_secretmanager import SecretManagerTokenStore
 
     secret = settings.token_store[len("secretmanager://") :]
     return SecretManagerTokenStore(secret, endpoint=settings.secret_manager_endpoint)
@@ -108,7 +108,7 @@ class App:
         self.require("directus_url", "directus_token")
 
         def build() -> DirectusClient:
-            from calsync.directus import DirectusClient
+            from calsync.directus.client import DirectusClient
 
             assert self.settings.directus_url is not None and self.settings.directus_token is not None
             return DirectusClient(
@@ -127,7 +127,7 @@ class App:
         return fields
 
     def _read_directus_fields(self) -> frozenset[str]:
-        from calsync.directus import DirectusAuthError, DirectusNotFound
+        from calsync.directus.client import DirectusAuthError, DirectusNotFound
 
         try:
             return frozenset(self.directus.fields())
@@ -136,7 +136,7 @@ class App:
             sample = self.directus.sample_item()
             if sample is not None:
                 return frozenset(sample)
-            from calsync.directus_setup import BOOKING_FIELDS
+            from calsync.directus.setup import BOOKING_FIELDS
 
             return frozenset(f["field"] for f in BOOKING_FIELDS)  # an empty collection: setup's fields
 
@@ -159,7 +159,7 @@ class App:
             if cached is not None and cached[0] == refresh_token:
                 calendar: GoogleCalendar = cached[1]
                 return calendar
-            from calsync.google_calendar import GoogleCalendar, build_calendar_service, build_credentials
+            from calsync.google.calendar import GoogleCalendar, build_calendar_service, build_credentials
 
             assert (
                 self.settings.google_client_id is not None and self.settings.google_client_secret is not None
@@ -185,7 +185,7 @@ class App:
         """Show the connection status in Directus too, when Directus is configured (best effort)."""
         if self.settings.missing("directus_url", "directus_token"):
             return
-        from calsync.directus_status import publish
+        from calsync.directus.status import publish
 
         try:
             publish(self)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from calsync import logs
-from calsync.store import ConnectionStatus, SyncStore, utcnow
+from calsync.state.store import ConnectionStatus, SyncStore, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from calsync import logs
 from calsync.settings import SettingsError
-from calsync.store import StoreError
+from calsync.state.store import StoreError
 
 log = logging.getLogger(__name__)
 

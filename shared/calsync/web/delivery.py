@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from calsync.http import HttpError
+from calsync.web.http import HttpError
 
 Action = Literal["upsert", "delete"]
 _ACTIONS: dict[str, Action] = {"create": "upsert", "update": "upsert", "delete": "delete"}

@@ -24,7 +24,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
 from calsync import logs
-from calsync.store import DEFAULT_CONNECTION, StoreError, TokenStore
+from calsync.state.store import DEFAULT_CONNECTION, StoreError, TokenStore
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from calsync import logs
-from calsync.store import DEFAULT_CONNECTION, StoreError, TokenStore
+from calsync.state.store import DEFAULT_CONNECTION, StoreError, TokenStore
 
 log = logging.getLogger(__name__)
 

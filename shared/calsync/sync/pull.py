@@ -20,7 +20,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from calsync import logs
-from calsync.booking import (
+from calsync.bootstrap import App
+from calsync.directus.client import DirectusClient, DirectusValidationError, body_chunks
+from calsync.google.calendar import EventsPage, GoogleCalendar, GoogleError, GoogleGone
+from calsync.state.store import Cursor, DeadLetter, EventMapping, SyncStore, utcnow
+from calsync.sync.booking import (
     CANCELLED,
     PRIVATE_COLLECTION,
     PRIVATE_HASH,
@@ -30,10 +34,6 @@ from calsync.booking import (
     parse_instant,
     private_properties,
 )
-from calsync.directus import DirectusClient, DirectusValidationError, body_chunks
-from calsync.google_calendar import EventsPage, GoogleCalendar, GoogleError, GoogleGone
-from calsync.store import Cursor, DeadLetter, EventMapping, SyncStore, utcnow
-from calsync.wiring import App
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from calsync.connection import status_body
-from calsync.wiring import App
+from calsync.bootstrap import App
+from calsync.sync.connection import status_body
 
 SETTINGS_COLLECTION = "calendar_sync"
 

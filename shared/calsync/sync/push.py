@@ -24,10 +24,9 @@ from datetime import timedelta
 from typing import Any
 
 from calsync import logs
-from calsync.booking import PRIVATE_HASH, InvalidBooking, booking_to_event, event_hash
-from calsync.connection import mark_needs_reconnect
-from calsync.directus import DirectusError, DirectusUnavailable
-from calsync.google_calendar import (
+from calsync.bootstrap import App
+from calsync.directus.client import DirectusError, DirectusUnavailable
+from calsync.google.calendar import (
     BATCH_LIMIT,
     GoogleAccessRevoked,
     GoogleCalendar,
@@ -39,8 +38,9 @@ from calsync.google_calendar import (
     GoogleRetryableError,
     event_id_for,
 )
-from calsync.store import DeadLetter, EventMapping, OutboxAction, utcnow
-from calsync.wiring import App
+from calsync.state.store import DeadLetter, EventMapping, OutboxAction, utcnow
+from calsync.sync.booking import PRIVATE_HASH, InvalidBooking, booking_to_event, event_hash
+from calsync.sync.connection import mark_needs_reconnect
 
 log = logging.getLogger(__name__)
 

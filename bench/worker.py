@@ -108,8 +108,8 @@ class Worker:
         assert calendar is not None, "not connected"
         # The token endpoint is not the Calendar API: a warm instance holds a valid access token already.
         calendar.service._http.credentials.refresh(google_auth_httplib2.Request(httplib2.Http()))
-        self.app.directus_fields()
-        self.app.sync_user_id()
+        context = self.app.context()
+        assert context.booking_fields and context.sync_user_id
         # Time spent waiting for Directus, so a delivery's own overhead can be told apart from it; waits on
         # the push's write-back thread are kept apart (they overlap the caller's work).
         client = self.app.directus
@@ -156,7 +156,7 @@ class Worker:
         return {"latencies_ms": latencies, "own_latencies_ms": own, "directus_latencies_ms": waits}
 
     def batch_threshold(self, value: int) -> dict[str, Any]:
-        from calsync import push
+        from calsync.sync import push
 
         push.BATCH_THRESHOLD = value
         return {}

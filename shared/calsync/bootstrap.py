@@ -1,8 +1,9 @@
-"""The one place that reads settings and chooses adapters.
+"""The composition root: the one place that reads settings, chooses adapters and hands them to the sync.
 
-Clients (store, token store, Calendar service, Directus session) are built lazily, once per process, on
-first use: never at import time of a main.py, never per request. Cloud SDK modules are imported only by
-the adapter that needs them, so the embedded (SQLite/file) setup never pays for them.
+``App`` builds each client once per process, lazily, on first use: never at import time of a main.py, never
+per request. Cloud SDK modules are imported only by the adapter that needs them, so the embedded
+(SQLite/file) setup never pays for them. ``App.context(connection)`` gives that connection's
+:class:`~calsync.sync.ports.SyncContext`: what push, pull and the cycle receive, and all they see.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from calsync import logs
 from calsync.settings import Settings, load_settings
 from calsync.state.store import DEFAULT_CONNECTION, SyncStore, TokenStore
+from calsync.sync.ports import SyncConfig, SyncContext
 from calsync.web.http import MissingSettings
 
 if TYPE_CHECKING:
@@ -121,41 +123,51 @@ class App:
         client: DirectusClient = self._once("directus", build)
         return client
 
-    def directus_fields(self) -> frozenset[str]:
-        """The bookings collection's field names (write-backs touch only fields that exist)."""
-        fields: frozenset[str] = self._once("directus_fields", self._read_directus_fields)
-        return fields
+    def config(self) -> SyncConfig:
+        """The settings a connection's sync reads."""
+        settings = self.settings
+        return SyncConfig(
+            collection=settings.directus_collection,
+            calendar_id=settings.google_calendar_id,
+            timezone=settings.timezone,
+            link_base=settings.directus_link_base,
+            send_updates=settings.send_updates,
+            import_window_days=settings.import_window_days,
+            max_cancel_share=settings.max_cancel_share,
+            max_delete_share=settings.max_delete_share,
+            on_google_delete=settings.on_google_delete,
+        )
 
-    def _read_directus_fields(self) -> frozenset[str]:
-        from calsync.directus.client import DirectusAuthError, DirectusNotFound
+    def context(self, connection: str | None = None) -> SyncContext:
+        """The collaborators of one connection's sync, built once."""
+        name = connection or self.connection
+        self.require("directus_url", "directus_token")
 
-        try:
-            return frozenset(self.directus.fields())
-        except (DirectusAuthError, DirectusNotFound):
-            # The least-privilege sync user may not read the schema; an item shows the fields just as well.
-            sample = self.directus.sample_item()
-            if sample is not None:
-                return frozenset(sample)
-            from calsync.directus.setup import BOOKING_FIELDS
+        def build() -> SyncContext:
+            return SyncContext(
+                connection=name,
+                config=self.config(),
+                store=self.store,
+                directus=self.directus,
+                calendar=lambda: self.calendar(name),
+                publish_status=self.publish_status,
+            )
 
-            return frozenset(f["field"] for f in BOOKING_FIELDS)  # an empty collection: setup's fields
+        context: SyncContext = self._once(f"context/{name}", build)
+        return context
 
-    def sync_user_id(self) -> str | None:
-        """The Directus user behind DIRECTUS_TOKEN: deliveries it caused are our own echoes."""
-        user: str | None = self._once("sync_user", self.directus.current_user_id)
-        return user
-
-    def calendar(self) -> GoogleCalendar | None:
-        """The Calendar client for the stored refresh token; None when no account is connected.
+    def calendar(self, connection: str | None = None) -> GoogleCalendar | None:
+        """The connection's Calendar client for its stored refresh token; None when no account is connected.
 
         Rebuilt only when the refresh token changes (a new consent), so access tokens are reused."""
         self.require("google_client_id", "google_client_secret")
-        refresh_token = self.tokens.get(self.connection)
+        name = connection or self.connection
+        refresh_token = self.tokens.get(name)
         if refresh_token is None:
             return None
         logs.register_secret(refresh_token)
         with self._lock:
-            cached = self._built.get("calendar")
+            cached = self._built.get(f"calendar/{name}")
             if cached is not None and cached[0] == refresh_token:
                 calendar: GoogleCalendar = cached[1]
                 return calendar
@@ -173,13 +185,13 @@ class App:
             )
             service = build_calendar_service(credentials, str(self.settings.google_api_root))
             calendar = GoogleCalendar(service, self.settings.google_calendar_id, sleep=self.sleep)
-            self._built["calendar"] = (refresh_token, calendar)
+            self._built[f"calendar/{name}"] = (refresh_token, calendar)
             return calendar
 
-    def forget_calendar(self) -> None:
-        """Drop the cached client (after a disconnect or a new consent)."""
+    def forget_calendar(self, connection: str | None = None) -> None:
+        """Drop the connection's cached client (after a disconnect or a new consent)."""
         with self._lock:
-            self._built.pop("calendar", None)
+            self._built.pop(f"calendar/{connection or self.connection}", None)
 
     def publish_status(self) -> None:
         """Show the connection status in Directus too, when Directus is configured (best effort)."""
@@ -188,7 +200,7 @@ class App:
         from calsync.directus.status import publish
 
         try:
-            publish(self)
+            publish(self.directus, self.store, self.connection)
         except Exception:
             log.warning("could not show the connection status in Directus", exc_info=True)
 

@@ -77,7 +77,7 @@ def _sync(args: argparse.Namespace) -> int:
 
     app = App(load_settings())
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
-    result = run_cycle(app)
+    result = run_cycle(app.context())
     print(json.dumps(result.body, indent=2))
     return 0 if result.http_status < 400 else 1
 

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     import_window_days: int = Field(default=30, ge=1, le=3650)
     on_google_delete: Literal["cancel", "delete"] = "cancel"
     max_cancel_share: float = Field(default=0.2, gt=0, le=1)
+    max_delete_share: float = Field(default=0.2, gt=0, le=1)
     send_updates: Literal["none", "all", "externalOnly"] = "none"
 
     # State

@@ -10,11 +10,11 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from calsync import cycle as cycle_module
-from calsync import pull
-from calsync.google.calendar import event_id_for
 from calsync.state.store import Cursor
+from calsync.sync import cycle as cycle_module
+from calsync.sync import pull
 from calsync.sync.booking import PRIVATE_KEY
+from calsync.sync.ids import event_id_for
 from tests.parts.product import Product
 
 pytestmark = [pytest.mark.google, pytest.mark.directus]
@@ -440,7 +440,7 @@ def test_cycle_on_firestore(product_firestore: Product) -> None:
 def test_a_delete_whose_webhook_never_came_is_repaired(
     product: Product, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from calsync import cycle as cycle_module
+    from calsync.sync import cycle as cycle_module
 
     monkeypatch.setattr(cycle_module, "SWEEP_PER_CYCLE", 2)
     product.connect()
@@ -473,3 +473,17 @@ def test_on_google_delete_delete_removes_the_booking(product: Product) -> None:
     assert product.store.get_mappings_by_event("default", "primary", [drop["id"], keep["id"]]).keys() == {
         keep["id"]
     }
+
+
+def test_a_cancellation_while_the_sync_token_was_lost_still_cancels_the_booking(product: Product) -> None:
+    product.connect()
+    product.google.create_event("Stays", SOON)
+    gone = product.google.create_event("Cancelled during the gap", SOON + timedelta(hours=2))
+    cycle(product)
+    cycle(product)
+    product.google.invalidate_sync_tokens()  # Google will answer 410: the next cycle is a full sync
+    product.google.cancel_event(gone["id"])
+    summary = cycle(product)
+    assert summary["full_sync"] is True and summary["cancelled"] == 1
+    assert by_title(product)["Cancelled during the gap"]["status"] == "cancelled"
+    assert by_title(product)["Stays"]["status"] != "cancelled"

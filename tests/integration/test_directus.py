@@ -22,6 +22,7 @@ from calsync.directus.client import (
     DirectusValidationError,
 )
 from calsync.directus.setup import BOOKING_FIELDS, FLOW_NAME, DirectusSetup, SetupConfig, SetupError
+from calsync.sync.booking import FIELDS
 from tests.parts.directus import ADMIN_TOKEN, DirectusServer, install_dir, node_bin
 
 pytestmark = pytest.mark.directus
@@ -53,7 +54,7 @@ def test_bulk_create_read_update_delete_as_the_least_privilege_user(
         [{"id": rows[0]["id"], "title": "a2"}, {"id": rows[1]["id"], "location": "Rome"}]
     )
     assert {r["title"] for r in updated} == {"a2", "b"} and all(r["date_updated"] for r in updated)
-    client.update_many(keys[1:], {"status": "cancelled"})
+    client.update_items([{"id": key, "status": "cancelled"} for key in keys[1:]])
     assert [found["status"] for found in client.get_items(keys).values()].count("cancelled") == 2
     client.delete_items(keys[:2])
     assert set(client.get_items(keys)) == {keys[2]}
@@ -82,12 +83,13 @@ def test_changed_since_finds_created_and_updated_items_in_key_order(
 def test_fields_fall_back_when_the_schema_is_not_readable(directus_bookings: DirectusServer) -> None:
     client = sync_client(directus_bookings)
     with pytest.raises((DirectusAuthError, DirectusNotFound)):
-        client.fields()  # least privilege: no schema access
+        client.request("GET", "/fields/bookings", "fields read")  # least privilege: no schema access
+    assert client.booking_fields() == FIELDS.names()  # an empty collection: the fields setup creates
     admin = DirectusClient(directus_bookings.url, ADMIN_TOKEN, "bookings")
-    assert {f["field"] for f in BOOKING_FIELDS} <= admin.fields()
+    assert {f["field"] for f in BOOKING_FIELDS} <= admin.booking_fields()  # the schema
     client.create_items([{"title": "x", "start_datetime": "2026-07-01T10:00:00Z"}])
-    sample = client.sample_item()
-    assert sample is not None and {"google_event_id", "sync_status", "date_updated"} <= set(sample)
+    sample = client.booking_fields()  # an item
+    assert {"google_event_id", "sync_status", "date_updated"} <= sample
 
 
 def test_errors_are_mapped_and_never_show_the_token(

@@ -61,7 +61,7 @@ def test_bulk_writes_skip_items_deleted_meanwhile_whatever_the_token(
 
     updated = client.update_items([{"id": a, "title": "a2"}, {"id": b, "title": "gone"}])
     assert [(str(r["id"]), r["title"]) for r in updated] == [(a, "a2")]
-    assert {str(r["id"]) for r in client.update_many([b, c], {"location": "Rome"})} == {c}
+    assert {str(r["id"]) for r in client.update_items([{"id": k, "location": "Rome"} for k in (b, c)])} == {c}
     counted.calls.clear()
     client.delete_items([b, d])
     assert len(counted.calls) <= 3  # the write, at most one existence check and one retry of the rest
@@ -71,7 +71,6 @@ def test_bulk_writes_skip_items_deleted_meanwhile_whatever_the_token(
     }
     assert client.get_items([c], fields=["location"])[c]["location"] == "Rome"
     assert client.update_items([{"id": b, "title": "x"}]) == []
-    assert client.update_many([b], {"title": "x"}) == []
     client.delete_items([b])  # nothing left to delete is not an error
 
 
@@ -133,7 +132,7 @@ def test_single_item_routes_say_not_found_for_a_missing_item(directus_bookings: 
 def test_singletons_round_trip(directus_bookings: DirectusServer) -> None:
     client = client_as(directus_bookings, "sync")
     client.update_singleton("calendar_sync", {"last_error": "a test wrote this"})
-    assert client.get_singleton("calendar_sync")["last_error"] == "a test wrote this"
+    assert client.request("GET", "/items/calendar_sync", "read")["last_error"] == "a test wrote this"
 
 
 def test_a_wrong_token_is_an_auth_error_that_never_shows_the_token(
@@ -238,7 +237,7 @@ def test_a_persistent_503_is_unavailable_after_bounded_retries(
     scripted.script(unavailable())
     sleeps: list[float] = []
     with pytest.raises(DirectusUnavailable) as caught:
-        fake_client(scripted, sleeps, retries=2).update_many(["1"], {"title": "x"})
+        fake_client(scripted, sleeps, retries=2).update_items([{"id": "1", "title": "x"}])
     assert len(scripted.seen) == 3 and len(sleeps) == 2
     assert caught.value.status == 503 and "SERVICE_UNAVAILABLE" in str(caught.value)
     assert "secret-token-42ab" not in str(caught.value) + caplog.text

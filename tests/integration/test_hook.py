@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from calsync.google.calendar import event_id_for
 from calsync.sync.booking import PRIVATE_HASH, PRIVATE_KEY
+from calsync.sync.ids import event_id_for
 from tests.parts.product import Product
 
 pytestmark = [pytest.mark.google, pytest.mark.directus]

@@ -1,4 +1,5 @@
-"""One contract for every SyncStore adapter: SQLite (embedded default) and the real Firestore emulator."""
+"""One contract for every SyncStore adapter: in memory (the fast tier), SQLite (embedded default) and the real
+Firestore emulator."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from calsync.state.memory import MemorySyncStore
 from calsync.state.sqlite import SqliteSyncStore
 from calsync.state.store import (
     ConnectionStatus,
@@ -25,9 +27,11 @@ from calsync.state.store import (
 C = "default"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("firestore", marks=pytest.mark.firestore)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("firestore", marks=pytest.mark.firestore)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncStore]:
-    if request.param == "sqlite":
+    if request.param == "memory":
+        yield MemorySyncStore()
+    elif request.param == "sqlite":
         sqlite_store = SqliteSyncStore(tmp_path / "state.sqlite3")
         yield sqlite_store
         sqlite_store.close()
@@ -40,6 +44,8 @@ def store_factory(
     request: pytest.FixtureRequest, store: SyncStore, tmp_path: Path
 ) -> Callable[[], SyncStore]:
     """Another handle on the same state, as a second process or function instance would have."""
+    if isinstance(store, MemorySyncStore):
+        return lambda: store  # one process: the same object is the same state
     if isinstance(store, SqliteSyncStore):
         return lambda: SqliteSyncStore(store.path)
     emulator = request.getfixturevalue("firestore_emulator")
@@ -76,39 +82,11 @@ def test_mapping_round_trips_every_field_both_ways(store: SyncStore) -> None:
         directus_updated="2026-11-25T09:59:59.000Z",
         synced_at=at(1),
     )
-    assert store.create_mapping(m) is True
+    store.put_mappings([m])
     assert store.get_mapping(C, "bookings", "a/b 1") == m
     assert store.get_mappings_by_event(C, "primary", ["evt0001", "nope1"]) == {"evt0001": m}
     assert store.get_mappings(C, "other", ["a/b 1"]) == {}
     assert store.get_mappings(C, "bookings", []) == {}
-
-
-def test_create_mapping_does_not_overwrite(store: SyncStore) -> None:
-    assert store.create_mapping(mapping("1", content_hash="first")) is True
-    assert store.create_mapping(mapping("1", content_hash="second")) is False
-    found = store.get_mapping(C, "bookings", "1")
-    assert found is not None and found.content_hash == "first"
-
-
-def test_twenty_threads_racing_create_if_absent_have_exactly_one_winner(
-    store: SyncStore, store_factory: Callable[[], SyncStore]
-) -> None:
-    results: list[bool] = []
-    barrier = threading.Barrier(20)
-
-    def race(n: int) -> None:
-        own = store_factory()  # each thread its own client, like separate function instances
-        barrier.wait()
-        results.append(own.create_mapping(mapping("race", content_hash=f"h{n}")))
-
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == [False] * 19 + [True]
-    winner = store.get_mapping(C, "bookings", "race")
-    assert winner is not None and winner.content_hash.startswith("h")
 
 
 def test_put_many_mappings_in_batches_and_read_them_back_in_bulk(store: SyncStore) -> None:
@@ -138,7 +116,7 @@ def test_put_replaces_and_delete_forgets(store: SyncStore) -> None:
 def test_connections_do_not_see_each_other(store: SyncStore) -> None:
     store.put_mappings([mapping("1")])
     other = dataclasses.replace(mapping("1", content_hash="other"), connection="staff-2")
-    assert store.create_mapping(other) is True
+    store.put_mappings([other])
     assert store.get_mappings("staff-2", "bookings", ["1"])["1"].content_hash == "other"
     assert store.get_mapping(C, "bookings", "1").content_hash == "h1"  # type: ignore[union-attr]
     assert store.count_mappings("staff-2", "primary") == 1

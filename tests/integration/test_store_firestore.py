@@ -80,7 +80,7 @@ def race(n: int, work: Callable[[int], Any]) -> list[Any]:
 @pytest.mark.parametrize("key", ["a/b 1", ".", "..", "__x__", "_", "100%", "a:b", "ü/ß", "x" * 300])
 def test_awkward_keys_round_trip(firestore_store: FirestoreSyncStore, key: str) -> None:
     m = mapping(key)
-    assert firestore_store.create_mapping(m) is True
+    firestore_store.put_mappings([m])
     assert firestore_store.get_mapping(C, "bookings", key) == m
     assert firestore_store.get_mappings_by_event(C, "primary", [m.event_id]) == {m.event_id: m}
     firestore_store.enqueue(C, "bookings", key, "upsert", now=at(0))
@@ -166,14 +166,6 @@ def test_more_than_500_mappings_put_read_count_and_delete(firestore_store: Fires
 
 
 # -- races (each thread its own client, like separate function instances; kept small: slow) ---------
-
-
-def test_create_mapping_race_has_one_winner(
-    firestore_emulator: FirestoreEmulator, firestore_store: FirestoreSyncStore
-) -> None:
-    stores = [FirestoreSyncStore(firestore_emulator.client()) for _ in range(20)]
-    results = race(20, lambda i: stores[i].create_mapping(mapping("race", content_hash=f"h{i}")))
-    assert sorted(results) == [False] * 19 + [True]
 
 
 def test_consume_state_race_and_twice(

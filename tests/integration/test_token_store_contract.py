@@ -23,9 +23,10 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
-from calsync import tokens_secretmanager
 from calsync.bootstrap import build_token_store
 from calsync.settings import load_settings
+from calsync.state import tokens_secretmanager
+from calsync.state.memory import MemoryTokenStore
 from calsync.state.store import StoreError, TokenStore
 from calsync.state.tokens_file import FileTokenStore
 from calsync.state.tokens_secretmanager import SecretManagerTokenStore
@@ -55,9 +56,12 @@ def client_for(fake: SecretManagerFake) -> secretmanager_v1.SecretManagerService
 
 
 # -- the contract -------------------------------------------------------------------------------------------
-@pytest.fixture(params=["file", pytest.param("secretmanager", marks=pytest.mark.secretmanager)])
+@pytest.fixture(params=["memory", "file", pytest.param("secretmanager", marks=pytest.mark.secretmanager)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], TokenStore]:
     """Builds store objects over one and the same storage (a second object = a second process)."""
+    if request.param == "memory":
+        memory = MemoryTokenStore()
+        return lambda: memory
     if request.param == "file":
         return lambda: FileTokenStore(tmp_path / "state" / "refresh_token")
     fake: SecretManagerFake = request.getfixturevalue("secretmanager_fake")

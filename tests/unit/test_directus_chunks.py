@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from calsync.directus.client import IN_CHARS, IN_CHUNK, _in_chunks, body_chunks
+from calsync.directus.limits import IN_CHARS, IN_CHUNK, body_chunks, in_chunks
 
 
 def test_body_chunks_keep_order_and_stay_within_the_limit() -> None:
@@ -19,8 +19,8 @@ def test_body_chunks_keep_order_and_stay_within_the_limit() -> None:
 
 def test_in_chunks_bound_both_the_count_and_the_characters() -> None:
     short = [str(n) for n in range(450)]
-    assert [len(part) for part in _in_chunks(short)] == [IN_CHUNK, IN_CHUNK, 50]
+    assert [len(part) for part in in_chunks(short)] == [IN_CHUNK, IN_CHUNK, 50]
     long = ["v" * 1024 for _ in range(13)]
-    parts = list(_in_chunks(long))
+    parts = list(in_chunks(long))
     assert [value for part in parts for value in part] == long
     assert all(sum(map(len, part)) <= IN_CHARS for part in parts) and len(parts) == 3

@@ -14,18 +14,28 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError
 
 from calsync import logs
+from calsync.directus.errors import (
+    DirectusAuthError,
+    DirectusError,
+    DirectusNotFound,
+    DirectusUnavailable,
+    DirectusValidationError,
+)
+from calsync.directus.limits import body_chunks, in_chunks
+from calsync.retry import Backoff, Retry, retrying
+from calsync.sync.booking import FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -33,43 +43,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Answers given before Directus did any work (rate limiter, pressure limiter): safe to repeat even a create.
 REFUSED_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After is not worth holding a function instance for
-# An _in filter carries at most IN_CHUNK values and IN_CHARS characters of them: Node refuses request heads
-# over 16 KB, and Google event ids may be up to 1,024 characters long.
-IN_CHUNK = 200
-IN_CHARS = 6000
 MISSING_RECHECKS = 2  # re-checks after a 403 on a bulk write; more means items vanish faster than we write
-# Directus refuses a request body over MAX_PAYLOAD_SIZE (1 MB by default: 400 INVALID_PAYLOAD "request entity
-# too large"; a proxy in front may say 413): bulk writes are split into bodies of at most this size.
-BODY_LIMIT = 512 * 1024
 
 T = TypeVar("T")
-
-
-class DirectusError(Exception):
-    """Directus refused or failed a request."""
-
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(logs.scrub(message))
-        self.status = status
-        self.code = code
-
-
-class DirectusUnavailable(DirectusError):
-    """Unreachable, 5xx or 429 even after retries: try again later."""
-
-
-class DirectusAuthError(DirectusError):
-    """The token is wrong (401), or lacks permission on the collection (403; Directus also says this when
-    the collection does not exist)."""
-
-
-class DirectusNotFound(DirectusError):
-    """The item does not exist (403 on a single-item route) or the route does not (404)."""
-
-
-class DirectusValidationError(DirectusError):
-    """Directus rejected the data (400), e.g. RECORD_NOT_UNIQUE, a failed validation or a body too large (400
-    from Directus itself, 413 from a proxy in front of it)."""
 
 
 def _error_from(response: requests.Response, what: str, single_item: bool) -> DirectusError:
@@ -94,35 +70,6 @@ def _error_from(response: requests.Response, what: str, single_item: bool) -> Di
     if status in (400, 413):
         return DirectusValidationError(text, status, code)
     return DirectusError(text, status, code)
-
-
-def body_chunks(items: list[dict[str, Any]], limit: int = BODY_LIMIT) -> Iterator[list[dict[str, Any]]]:
-    """``items`` in order, split so that each part's JSON stays within ``limit`` bytes (an item larger than
-    that alone goes alone: Directus then refuses it, and only it)."""
-    part: list[dict[str, Any]] = []
-    size = 2  # the brackets
-    for item in items:
-        length = len(json.dumps(item).encode()) + 2  # and ", "
-        if part and size + length > limit:
-            yield part
-            part, size = [], 2
-        part.append(item)
-        size += length
-    if part:
-        yield part
-
-
-def _in_chunks(values: list[str]) -> Iterator[list[str]]:
-    part: list[str] = []
-    chars = 0
-    for value in values:
-        if part and (len(part) == IN_CHUNK or chars + len(value) > IN_CHARS):
-            yield part
-            part, chars = [], 0
-        part.append(value)
-        chars += len(value)
-    if part:
-        yield part
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
@@ -159,7 +106,7 @@ class DirectusClient:
         self.base_url = base_url.rstrip("/")
         self.collection = collection
         self.timeout = timeout
-        self.retries = retries
+        self.backoff = Backoff(base_s=0.25, cap_s=4.0, retries=retries)
         self.sleep = sleep
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._shared_session = session
@@ -204,9 +151,9 @@ class DirectusClient:
         payload = json.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else None
         repeatable = method.upper() != "POST"
-        for attempt in range(self.retries + 1):
+
+        def attempt() -> Any:
             self._count()
-            wait: float | None = None
             try:
                 response = self.session.request(
                     method, url, params=params, data=payload, headers=headers, timeout=self.timeout
@@ -215,24 +162,25 @@ class DirectusClient:
                 error: DirectusError = DirectusUnavailable(
                     f"Directus {what}: cannot connect ({type(exc).__name__})"
                 )
-                retry = repeatable or _never_sent(exc)
-            else:
-                if response.status_code < 400:
-                    return self._data(response, what)
-                error = _error_from(response, what, single_item)
-                retry = isinstance(error, DirectusUnavailable) and (
-                    repeatable or response.status_code in REFUSED_STATUSES
-                )
+                if repeatable or _never_sent(exc):
+                    raise Retry(error) from None
+                raise error from None
+            if response.status_code < 400:
+                return self._data(response, what)
+            error = _error_from(response, what, single_item)
+            if isinstance(error, DirectusUnavailable) and (
+                repeatable or response.status_code in REFUSED_STATUSES
+            ):
                 wait = _retry_after(response) if response.status_code in REFUSED_STATUSES else None
-            if not retry or attempt == self.retries:
-                raise error
-            delay = min(4.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2)  # noqa: S311 - jitter only
-            delay = max(delay, wait or 0.0)
+                raise Retry(error, at_least=wait or 0.0)
+            raise error
+
+        def on_retry(error: Exception, delay: float) -> None:
             log.warning(
                 "Directus call failed; retrying", extra=logs.fields(what=what, error=str(error), delay=delay)
             )
-            self.sleep(delay)
-        raise AssertionError("unreachable")
+
+        return retrying(attempt, self.backoff, sleep=self.sleep, on_retry=on_retry)
 
     @staticmethod
     def _data(response: requests.Response, what: str) -> Any:
@@ -287,7 +235,7 @@ class DirectusClient:
         """The items whose ``field`` holds one of ``values``, by that value as text; where several items hold
         the same value, the one with the lowest key. One call per 200 values."""
         found: dict[str, dict[str, Any]] = {}
-        for chunk in _in_chunks(list(dict.fromkeys(str(v) for v in values))):
+        for chunk in in_chunks(list(dict.fromkeys(str(v) for v in values))):
             params = {"filter": json.dumps({field: {"_in": chunk}}), "limit": "-1", "sort": "id"}
             if fields is not None:
                 params["fields"] = ",".join(dict.fromkeys(["id", field, *fields]))  # keyed by field
@@ -321,18 +269,6 @@ class DirectusClient:
         for chunk in body_chunks(list(by_key.values())):
             rows.extend(self._skipping_missing([str(i["id"]) for i in chunk], write, "items update") or [])
         return rows
-
-    def update_many(self, keys: Iterable[str], data: dict[str, Any]) -> list[dict[str, Any]]:
-        """Set the same data on many items, in one call; items that no longer exist are skipped."""
-        wanted = list(dict.fromkeys(str(k) for k in keys))
-        if not wanted:
-            return []
-
-        def write(keys: list[str]) -> list[dict[str, Any]]:
-            body = {"keys": keys, "data": data}
-            return list(self.request("PATCH", self._items(), "items update", body=body) or [])
-
-        return self._skipping_missing(wanted, write, "items update") or []
 
     def delete_items(self, keys: Iterable[str]) -> None:
         """Delete these items in one call; items already gone are fine."""
@@ -383,18 +319,42 @@ class DirectusClient:
         stamp = response.headers.get("Date")
         return parsedate_to_datetime(stamp).astimezone(UTC) if stamp else datetime.now(UTC)
 
+    def read_item(self, key: str) -> dict[str, Any] | None:
+        """The item on its own route; None only when Directus itself says there is no such item.
+
+        Directus answers a missing item with ``403 FORBIDDEN`` on the single-item route (never 404 for data),
+        so that answer, in Directus's own error shape, is the proof of absence; any other answer (a 404 from
+        a wrong route, a proxy's page, an empty body) raises DirectusError: not proven."""
+        try:
+            data = self.request(
+                "GET",
+                f"{self._items()}/{quote(key, safe='')}",
+                "item read",
+                params={"fields": "id"},
+                single_item=True,
+            )
+        except DirectusNotFound as exc:
+            if exc.status == 403 and exc.code == "FORBIDDEN":
+                return None
+            raise DirectusError(f"Directus item read: {exc}", exc.status, exc.code) from None
+        if not isinstance(data, dict) or str(data.get("id")) != key:
+            raise DirectusError(
+                "Directus item read: the answer is not the item asked for; is DIRECTUS_URL the API's address?"
+            )
+        return data
+
     # -- schema, singletons, users --------------------------------------------------------------------
-    def fields(self, collection: str | None = None) -> set[str]:
-        rows = self.request("GET", f"/fields/{collection or self.collection}", "fields read") or []
-        return {str(row["field"]) for row in rows}
-
-    def sample_item(self) -> dict[str, Any] | None:
-        """Any one item with all its fields (None when the collection is empty)."""
-        rows = self.request("GET", self._items(), "items read", params={"limit": "1", "fields": "*"}) or []
-        return dict(rows[0]) if rows else None
-
-    def get_singleton(self, collection: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/items/{collection}", "singleton read") or {})
+    def booking_fields(self) -> frozenset[str]:
+        """The collection's field names: from the schema, else (the least-privilege sync user may not read
+        the schema) from an item, else (an empty collection) the fields setup creates."""
+        try:
+            rows = self.request("GET", f"/fields/{self.collection}", "fields read") or []
+            return frozenset(str(row["field"]) for row in rows)
+        except (DirectusAuthError, DirectusNotFound):
+            rows = (
+                self.request("GET", self._items(), "items read", params={"limit": "1", "fields": "*"}) or []
+            )
+            return frozenset(rows[0]) if rows else FIELDS.names()
 
     def update_singleton(self, collection: str, data: dict[str, Any]) -> dict[str, Any]:
         return dict(self.request("PATCH", f"/items/{collection}", "singleton update", body=data) or {})

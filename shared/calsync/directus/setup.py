@@ -16,7 +16,8 @@ import secrets
 from typing import Any
 from urllib.parse import urlencode
 
-from calsync.directus.client import DirectusAuthError, DirectusClient, DirectusError, DirectusNotFound
+from calsync.directus.client import DirectusClient
+from calsync.directus.errors import DirectusAuthError, DirectusError, DirectusNotFound
 from calsync.directus.status import SETTINGS_COLLECTION
 
 POLICY_NAME = "calsync sync service"

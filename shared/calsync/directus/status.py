@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from calsync.bootstrap import App
+from calsync.directus.client import DirectusClient
+from calsync.state.store import SyncStore
 from calsync.sync.connection import status_body
 
 SETTINGS_COLLECTION = "calendar_sync"
 
 
-def status_fields(app: App) -> dict[str, Any]:
-    body = status_body(app.store, app.connection)
+def status_fields(store: SyncStore, connection: str) -> dict[str, Any]:
+    body = status_body(store, connection)
     last = body["last_cycle"] or {}
     return {
         "google_account": body["account"],
@@ -25,6 +26,6 @@ def status_fields(app: App) -> dict[str, Any]:
     }
 
 
-def publish(app: App) -> None:
+def publish(directus: DirectusClient, store: SyncStore, connection: str) -> None:
     """Write the status fields onto the settings singleton (raises DirectusError if Directus refuses)."""
-    app.directus.update_singleton(SETTINGS_COLLECTION, status_fields(app))
+    directus.update_singleton(SETTINGS_COLLECTION, status_fields(store, connection))

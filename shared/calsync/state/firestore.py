@@ -260,18 +260,6 @@ class FirestoreSyncStore(SyncStore):
                         found[mapping.event_id] = mapping
         return found
 
-    def create_mapping(self, mapping: EventMapping) -> bool:
-        ref = self._mapping_ref(mapping.connection, mapping.collection, mapping.booking_key)
-        with self._guard("create_mapping"):
-            try:
-                # create() carries an "must not exist" precondition: exactly one racing caller wins. A
-                # create whose answer was lost and retried reports False; the deterministic event id makes
-                # that harmless (the caller only ever addresses the same event).
-                ref.create(self._mapping_doc(mapping), **self._rpc())
-            except gexc.AlreadyExists:
-                return False
-        return True
-
     def put_mappings(self, mappings: Iterable[EventMapping]) -> None:
         items = list(mappings)
         with self._guard("put_mappings"):

@@ -216,13 +216,6 @@ class SqliteSyncStore(SyncStore):
             found.update((row["event_id"], self._mapping(row)) for row in rows)
         return found
 
-    def create_mapping(self, mapping: EventMapping) -> bool:
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO mappings VALUES (?,?,?,?,?,?,?,?,?,?)", self._mapping_row(mapping)
-            )
-            return cursor.rowcount == 1
-
     def put_mappings(self, mappings: Iterable[EventMapping]) -> None:
         rows = [self._mapping_row(m) for m in mappings]
         for start in range(0, len(rows), _CHUNK):

@@ -45,6 +45,32 @@ class EventMapping:
     directus_updated: str | None = None  # as Directus sends date_updated
     synced_at: datetime = dataclasses.field(default_factory=utcnow)
 
+    @classmethod
+    def of_event(
+        cls,
+        connection: str,
+        collection: str,
+        booking_key: str,
+        calendar_id: str,
+        event: Mapping[str, Any],
+        content_hash: str,
+        directus_updated: str | None,
+        synced_at: datetime,
+    ) -> EventMapping:
+        """The mapping of a booking to this event, as Google answered it (id, etag, updated)."""
+        return cls(
+            connection=connection,
+            collection=collection,
+            booking_key=booking_key,
+            calendar_id=calendar_id,
+            event_id=str(event["id"]),
+            content_hash=content_hash,
+            google_etag=event.get("etag"),
+            google_updated=event.get("updated"),
+            directus_updated=directus_updated,
+            synced_at=synced_at,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class Cursor:
@@ -132,10 +158,6 @@ class SyncStore(abc.ABC):
         """Mappings of these events, by event id (absent ids are left out)."""
 
     @abc.abstractmethod
-    def create_mapping(self, mapping: EventMapping) -> bool:
-        """Create the mapping if the booking has none. True if this call created it; atomic."""
-
-    @abc.abstractmethod
     def put_mappings(self, mappings: Iterable[EventMapping]) -> None:
         """Create or replace mappings, in batches of at most 500."""
 
@@ -163,6 +185,17 @@ class SyncStore(abc.ABC):
 
     @abc.abstractmethod
     def put_cursor(self, cursor: Cursor) -> None: ...
+
+    def cursor(self, connection: str, calendar_id: str) -> Cursor:
+        """The cursor, or a fresh one where none was saved."""
+        return self.get_cursor(connection, calendar_id) or Cursor(connection, calendar_id)
+
+    def update_cursor(self, connection: str, calendar_id: str, **changes: Any) -> Cursor:
+        """Re-read the cursor and change only these fields: the pull, the repair and the sweep each move
+        their own part of it, and none may put back another's older value."""
+        cursor = dataclasses.replace(self.cursor(connection, calendar_id), **changes, updated_at=utcnow())
+        self.put_cursor(cursor)
+        return cursor
 
     # -- outbox ---------------------------------------------------------------------------------------
     @abc.abstractmethod

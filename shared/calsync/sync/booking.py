@@ -29,7 +29,7 @@ class InvalidBooking(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class BookingFields:
-    """Directus field names (a deployment may rename them)."""
+    """The booking's Directus field names: the one place push, pull, the write-back and setup take them from."""
 
     title: str = "title"
     start: str = "start_datetime"
@@ -42,7 +42,13 @@ class BookingFields:
     google_event_id: str = "google_event_id"
     sync_status: str = "sync_status"
     sync_error: str = "sync_error"
+    date_created: str = "date_created"
     date_updated: str = "date_updated"
+    user_updated: str = "user_updated"
+
+    def names(self) -> frozenset[str]:
+        """Every field name, with the primary key."""
+        return frozenset({"id", *(getattr(self, f.name) for f in dataclasses.fields(self))})
 
 
 FIELDS = BookingFields()

@@ -23,14 +23,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from calsync import logs
-from calsync.bootstrap import App
-from calsync.directus.client import DirectusError
-from calsync.google.calendar import GoogleAccessRevoked, GoogleError
-from calsync.state.store import Cursor, OutboxEntry, utcnow
-from calsync.sync.booking import PRIVATE_HASH, InvalidBooking, booking_to_event
+from calsync.directus.errors import DirectusError
+from calsync.google.errors import GoogleAccessRevoked, GoogleError
+from calsync.state.store import OutboxEntry
 from calsync.sync.connection import mark_needs_reconnect
+from calsync.sync.plan import needs_push, plan_upserts
+from calsync.sync.ports import SyncContext
 from calsync.sync.pull import MassCancelRefused, Puller, PullSummary
-from calsync.sync.push import Pusher, PushOutcome
+from calsync.sync.push import Pusher, PushOutcome, queue_failures
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ SWEEP_PER_CYCLE = 200  # mappings checked for a deleted booking per cycle (one D
 
 
 def backoff(attempts: int) -> timedelta:
-    """30 s, 1 min, 2 min, ... capped at one hour."""
+    """30 s, 1 min, 2 min, ... capped at one hour: how long a failed outbox entry waits."""
     return timedelta(seconds=min(30 * 2**attempts, 3600))
 
 
@@ -54,62 +54,58 @@ class CycleResult:
     body: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def run_cycle(app: App, now: datetime | None = None) -> CycleResult:
-    """Run one cycle under the import lease; never raises for Google or Directus trouble."""
-    now = now or utcnow()
+def import_lease_name(connection: str) -> str:
+    return f"{connection}/import"
+
+
+def run_cycle(ctx: SyncContext, now: datetime | None = None) -> CycleResult:
+    """Run one cycle of this connection under its import lease; never raises for Google or Directus trouble."""
+    now = now or ctx.clock()
     holder = uuid.uuid4().hex
-    lease = f"{app.connection}/import"
-    if not app.store.acquire_lease(lease, holder, LEASE_TTL):
+    lease = import_lease_name(ctx.connection)
+    if not ctx.store.acquire_lease(lease, holder, LEASE_TTL):
         return CycleResult("busy", 409, {"status": "busy", "error": "another sync cycle is running"})
     try:
-        return _run(app, now)
+        return _run(ctx, now)
     finally:
-        app.store.release_lease(lease, holder)
+        ctx.store.release_lease(lease, holder)
 
 
-def _run(app: App, now: datetime) -> CycleResult:
+def _run(ctx: SyncContext, now: datetime) -> CycleResult:
     started = time.monotonic()
-    store, connection = app.store, app.connection
-    if app.tokens.get(connection) is None or store.get_status(connection).state == "needs_reconnect":
-        app.publish_status()  # keep what Directus shows current even when no cycle can run
-    if app.tokens.get(connection) is None:
-        return CycleResult(
-            "not_connected",
-            200,
-            {"status": "not_connected", "pending_outbox": store.count_outbox(connection)},
-        )
-    if store.get_status(connection).state == "needs_reconnect":
-        return CycleResult(
-            "needs_reconnect",
-            200,
-            {"status": "needs_reconnect", "pending_outbox": store.count_outbox(connection)},
-        )
-    calendar = app.calendar()
-    assert calendar is not None
+    store, connection = ctx.store, ctx.connection
+    state = store.get_status(connection).state
+    calendar = ctx.calendar() if state != "needs_reconnect" else None
+    if calendar is None:
+        ctx.publish_status()  # keep what Directus shows current even when no cycle can run
+        status = "needs_reconnect" if state == "needs_reconnect" else "not_connected"
+        return CycleResult(status, 200, {"status": status, "pending_outbox": store.count_outbox(connection)})
     pulled = PullSummary()
     pushed = PushOutcome()
     try:
-        pulled = Puller(app, calendar).run(now)
-        pusher = Pusher(app)
+        pulled = Puller(ctx, calendar).run(now)
+        pusher = Pusher(ctx)
         with pusher.writing_back():
-            pushed.merge(drain_outbox(app, pusher, now))
-            pushed.merge(repair_missed(app, pusher))
-            pushed.merge(sweep_orphans(app, pusher))
+            pushed.merge(drain_outbox(ctx, pusher, now))
+            pushed.merge(repair_missed(ctx, pusher))
+            pushed.merge(sweep_orphans(ctx, pusher))
     except GoogleAccessRevoked as exc:
         mark_needs_reconnect(store, connection, str(exc))
-        return _finish(app, "needs_reconnect", 200, pulled, pushed, started, error=str(exc))
+        return _finish(ctx, "needs_reconnect", 200, pulled, pushed, started, error=str(exc))
     except MassCancelRefused as exc:
         log.error("mass cancellation refused", extra=logs.fields(reason=str(exc)))
-        return _finish(app, "mass_cancel_refused", 200, pulled, pushed, started, error=str(exc))
+        return _finish(ctx, "mass_cancel_refused", 200, pulled, pushed, started, error=str(exc))
     except (GoogleError, DirectusError) as exc:
         # Nothing is lost: the sync token and checkpoint did not move past what was committed.
         log.warning("cycle interrupted; the next one resumes", extra=logs.fields(error=str(exc)))
-        return _finish(app, "error", 503, pulled, pushed, started, error=str(exc))
-    return _finish(app, "ok", 200, pulled, pushed, started)
+        return _finish(ctx, "error", 503, pulled, pushed, started, error=str(exc))
+    if pushed.guard:
+        return _finish(ctx, "mass_delete_refused", 200, pulled, pushed, started, error=pushed.guard)
+    return _finish(ctx, "ok", 200, pulled, pushed, started)
 
 
 def _finish(
-    app: App,
+    ctx: SyncContext,
     status: str,
     http_status: int,
     pulled: PullSummary,
@@ -133,104 +129,78 @@ def _finish(
     }
     if error:
         body["error"] = error
-    changes: dict[str, Any] = {"last_cycle_at": utcnow(), "last_cycle": body}
-    changes["last_error"] = error
-    app.store.update_status(app.connection, changes)
+    ctx.store.update_status(
+        ctx.connection, {"last_cycle_at": ctx.clock(), "last_cycle": body, "last_error": error}
+    )
     log.log(
         logging.INFO if status == "ok" else logging.WARNING, "sync cycle finished", extra=logs.fields(**body)
     )
-    app.publish_status()
+    ctx.publish_status()
     return CycleResult(status, http_status, body)
 
 
-def drain_outbox(app: App, pusher: Pusher, now: datetime) -> PushOutcome:
+def drain_outbox(ctx: SyncContext, pusher: Pusher, now: datetime) -> PushOutcome:
     """Push the due outbox entries, oldest first; a failed one is tried again later with backoff."""
-    entries = app.store.due_outbox(app.connection, now, OUTBOX_PER_CYCLE)
+    entries = ctx.store.due_outbox(ctx.connection, now, OUTBOX_PER_CYCLE)
     groups: dict[str, list[OutboxEntry]] = defaultdict(list)
     for entry in entries:
         groups[entry.action].append(entry)
     total = PushOutcome()
     for action, group in groups.items():
-        outcome = pusher.push(action, [e.booking_key for e in group])
+        outcome = pusher.push("delete" if action == "delete" else "upsert", [e.booking_key for e in group])
         for entry in group:
             reason = outcome.failed.get(entry.booking_key)
             if reason is None:
-                app.store.remove_outbox(entry)  # only if no newer intent arrived meanwhile
+                ctx.store.remove_outbox(entry)  # only if no newer intent arrived meanwhile
             else:
-                app.store.record_outbox_failure(entry, reason, now + backoff(entry.attempts))
+                ctx.store.record_outbox_failure(entry, reason, now + backoff(entry.attempts))
         outcome.failed.clear()  # already recorded on their entries
         total.merge(outcome)
     return total
 
 
-def repair_missed(app: App, pusher: Pusher) -> PushOutcome:
+def repair_missed(ctx: SyncContext, pusher: Pusher) -> PushOutcome:
     """Push bookings changed in Directus since the checkpoint whose content differs from their mapping."""
-    store, connection = app.store, app.connection
-    calendar_id = app.settings.google_calendar_id
-    cursor = store.get_cursor(connection, calendar_id) or Cursor(connection, calendar_id)
-    checkpoint = cursor.directus_checkpoint
+    store, connection, config = ctx.store, ctx.connection, ctx.config
+    checkpoint = store.cursor(connection, config.calendar_id).directus_checkpoint
     # Whatever changes from now on is at or after this instant by Directus's own clock (two seconds of
     # margin for the Date header's resolution): the next cycle starts there.
-    scan_start = (app.directus.server_time() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    scan_start = (ctx.directus.server_time() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     total = PushOutcome()
-    for page in app.directus.items_changed_since(checkpoint, REPAIR_PAGE):
+    for page in ctx.directus.items_changed_since(checkpoint, REPAIR_PAGE):
         items = {str(item["id"]): item for item in page}
-        mappings = store.get_mappings(connection, app.settings.directus_collection, list(items))
-        stale: set[str] = set()
-        for key, item in items.items():
-            try:
-                body = booking_to_event(
-                    item,
-                    collection=app.settings.directus_collection,
-                    key=key,
-                    default_timezone=app.settings.timezone,
-                    link_base=app.settings.directus_link_base,
-                )
-            except InvalidBooking:
-                if item.get("sync_status") != "error":
-                    stale.add(key)  # let the pusher record why on the booking
-                continue
-            mapping = mappings.get(key)
-            if mapping is None or mapping.content_hash != body["extendedProperties"]["private"][PRIVATE_HASH]:
-                stale.add(key)
+        plan = plan_upserts(
+            connection, config, items, store.get_mappings(connection, config.collection, list(items))
+        )
+        stale = needs_push(plan, items)
         if stale:
             # push() re-reads them under each booking's lease, so a concurrent delivery cannot interleave
-            outcome = pusher.push("upsert", list(stale))
-            for key, reason in outcome.failed.items():
-                store.enqueue(
-                    connection,
-                    app.settings.directus_collection,
-                    key,
-                    outcome.failed_action[key],
-                    error=reason,
-                )
+            outcome = pusher.push("upsert", stale)
+            queue_failures(ctx, outcome)
             total.merge(outcome)
-    latest = store.get_cursor(connection, calendar_id) or cursor
-    store.put_cursor(dataclasses.replace(latest, directus_checkpoint=scan_start, updated_at=utcnow()))
+    store.update_cursor(connection, config.calendar_id, directus_checkpoint=scan_start)
     return total
 
 
-def sweep_orphans(app: App, pusher: Pusher) -> PushOutcome:
+def sweep_orphans(ctx: SyncContext, pusher: Pusher) -> PushOutcome:
     """Delete the events of bookings that no longer exist in Directus, a bounded slice per cycle.
 
     The slice moves on round-robin (the cursor's ``sweep_after``), so every mapping is checked every
-    mappings/SWEEP_PER_CYCLE cycles at a fixed cost per cycle, whatever the calendar's size."""
-    store, connection, collection = app.store, app.connection, app.settings.directus_collection
-    calendar_id = app.settings.google_calendar_id
-    cursor = store.get_cursor(connection, calendar_id) or Cursor(connection, calendar_id)
-    mappings = store.list_mappings(connection, collection, cursor.sweep_after, SWEEP_PER_CYCLE)
+    mappings/SWEEP_PER_CYCLE cycles at a fixed cost per cycle, whatever the calendar's size. A booking
+    missing from the read is only a candidate: the push proves it absent before deleting anything."""
+    store, connection, config = ctx.store, ctx.connection, ctx.config
+    cursor = store.cursor(connection, config.calendar_id)
+    mappings = store.list_mappings(connection, config.collection, cursor.sweep_after, SWEEP_PER_CYCLE)
     outcome = PushOutcome()
     if mappings:
         keys = [m.booking_key for m in mappings]
-        existing = app.directus.get_items(keys, fields=["id"])
+        existing = ctx.directus.get_items(keys, fields=["id"])
         orphans = [key for key in keys if key not in existing]
         if orphans:
             log.info("bookings deleted in Directus without a webhook", extra=logs.fields(count=len(orphans)))
             outcome = pusher.push("delete", orphans)
-            for key, reason in outcome.failed.items():
-                store.enqueue(connection, collection, key, "delete", error=reason)
+            queue_failures(ctx, outcome)
     after = mappings[-1].booking_key if len(mappings) == SWEEP_PER_CYCLE else None
-    latest = store.get_cursor(connection, calendar_id) or cursor
-    if latest.sweep_after != after:
-        store.put_cursor(dataclasses.replace(latest, sweep_after=after, updated_at=utcnow()))
+    if cursor.sweep_after != after:
+        store.update_cursor(connection, config.calendar_id, sweep_after=after)
     return outcome

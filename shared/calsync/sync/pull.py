@@ -20,12 +20,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from calsync import logs
-from calsync.bootstrap import App
-from calsync.directus.client import DirectusClient, DirectusValidationError, body_chunks
-from calsync.google.calendar import EventsPage, GoogleCalendar, GoogleError, GoogleGone
-from calsync.state.store import Cursor, DeadLetter, EventMapping, SyncStore, utcnow
+from calsync.directus.errors import DirectusValidationError
+from calsync.directus.limits import body_chunks
+from calsync.google.errors import GoogleError, GoogleGone
+from calsync.state.store import Cursor, DeadLetter, EventMapping
 from calsync.sync.booking import (
     CANCELLED,
+    FIELDS,
     PRIVATE_COLLECTION,
     PRIVATE_HASH,
     PRIVATE_KEY,
@@ -34,6 +35,8 @@ from calsync.sync.booking import (
     parse_instant,
     private_properties,
 )
+from calsync.sync.guards import guard_limit
+from calsync.sync.ports import Calendar, EventsPage, EventWrite, SyncContext
 
 log = logging.getLogger(__name__)
 
@@ -74,25 +77,25 @@ def _instant(value: Any) -> datetime | None:
 
 
 class Puller:
-    def __init__(self, app: App, calendar: GoogleCalendar) -> None:
-        self.app = app
+    """Pulls one connection's calendar into its bookings."""
+
+    def __init__(self, ctx: SyncContext, calendar: Calendar) -> None:
+        self.ctx = ctx
         self.calendar = calendar
-        self.store: SyncStore = app.store
-        self.directus: DirectusClient = app.directus
-        self.settings = app.settings
-        self.connection = app.connection
-        self.collection = app.settings.directus_collection
-        self.calendar_id = app.settings.google_calendar_id
-        self.fields = app.directus_fields()
+        self.store = ctx.store
+        self.directus = ctx.directus
+        self.config = ctx.config
+        self.connection = ctx.connection
+        self.collection = ctx.config.collection
+        self.calendar_id = ctx.config.calendar_id
+        self.fields = ctx.booking_fields
         self.summary = PullSummary()
         self._cancels: list[_Cancel] = []
 
     # -- the whole pull -------------------------------------------------------------------------------
     def run(self, now: datetime | None = None) -> PullSummary:
-        now = now or utcnow()
-        cursor = self.store.get_cursor(self.connection, self.calendar_id) or Cursor(
-            self.connection, self.calendar_id
-        )
+        now = now or self.ctx.clock()
+        cursor = self.store.cursor(self.connection, self.calendar_id)
         try:
             next_token, window = self._apply_pages(cursor, now)
         except GoogleGone as exc:
@@ -103,19 +106,14 @@ class Puller:
             self._cancels.clear()
             next_token, window = self._apply_pages(cursor, now)
         self._apply_cancellations()  # raises MassCancelRefused before the token moves on
-        latest = self.store.get_cursor(self.connection, self.calendar_id) or cursor
-        self.store.put_cursor(
-            dataclasses.replace(latest, sync_token=next_token, window_start=window, updated_at=utcnow())
+        self.store.update_cursor(
+            self.connection, self.calendar_id, sync_token=next_token, window_start=window
         )
         return self.summary
 
-    def _pages(self, cursor: Cursor, now: datetime) -> Iterator[EventsPage]:
+    def _pages(self, cursor: Cursor, window: datetime | None) -> Iterator[EventsPage]:
+        """Every page of the changes since the sync token, or, without one, of the window."""
         page_token: str | None = None
-        if cursor.sync_token:
-            window = cursor.window_start
-        else:
-            self.summary.full_sync = True
-            window = now - timedelta(days=self.settings.import_window_days)
         while True:
             if cursor.sync_token:
                 page = self.calendar.list_events(
@@ -131,13 +129,14 @@ class Puller:
             page_token = page.next_page_token
 
     def _apply_pages(self, cursor: Cursor, now: datetime) -> tuple[str | None, datetime | None]:
-        window = (
-            cursor.window_start
-            if cursor.sync_token
-            else now - timedelta(days=self.settings.import_window_days)
-        )
+        """Apply every page; (the new sync token, the window it belongs to)."""
+        if cursor.sync_token:
+            window = cursor.window_start
+        else:
+            self.summary.full_sync = True
+            window = now - timedelta(days=self.config.import_window_days)
         next_token: str | None = None
-        for page in self._pages(cursor, now):
+        for page in self._pages(cursor, window):
             self.summary.pages += 1
             self._apply_page(page.items)
             next_token = page.next_sync_token or next_token
@@ -185,7 +184,7 @@ class Puller:
 
     def _booking_values(self, event: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            values = event_to_booking(event, default_timezone=self.settings.timezone)
+            values = event_to_booking(event, default_timezone=self.config.timezone)
         except (KeyError, ValueError) as exc:
             self._dead(event, f"cannot read the event's times: {exc}")
             return None
@@ -228,10 +227,10 @@ class Puller:
 
     def _directus_wins(self, mapping: EventMapping, booking: dict[str, Any], event: dict[str, Any]) -> bool:
         """Changed on both sides since the last sync: the later change wins; the loser is logged."""
-        booking_changed = booking.get("date_updated")
+        booking_changed = booking.get(FIELDS.date_updated)
         if not booking_changed or booking_changed == mapping.directus_updated:
             return False
-        if booking.get("user_updated") and booking.get("user_updated") == self.app.sync_user_id():
+        if booking.get("user_updated") and booking.get("user_updated") == self.ctx.sync_user_id:
             return False  # the last Directus change was our own write-back, not a person's edit
         directus_at, google_at = _instant(booking_changed), _instant(event.get("updated"))
         directus_wins = directus_at is not None and google_at is not None and directus_at > google_at
@@ -250,7 +249,7 @@ class Puller:
 
     @staticmethod
     def _brief(booking: dict[str, Any]) -> dict[str, Any]:
-        return {k: booking.get(k) for k in ("title", "start_datetime", "end_datetime", "status")}
+        return {k: booking.get(k) for k in (FIELDS.title, FIELDS.start, FIELDS.end, FIELDS.status)}
 
     @staticmethod
     def _brief_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -260,11 +259,11 @@ class Puller:
         changed: dict[str, Any] = {}
         for name, value in values.items():
             old = booking.get(name)
-            if name == "status":
+            if name == FIELDS.status:
                 # Only cancelled-ness comes from Google; a booking's own "pending" etc. stays as it is.
                 if (str(old or "").lower() == CANCELLED) != (value == CANCELLED):
                     changed[name] = value
-            elif name in ("start_datetime", "end_datetime"):
+            elif name in (FIELDS.start, FIELDS.end):
                 if _instant(old) != _instant(value):
                     changed[name] = value
             elif (old or "") != (value or "") and not (isinstance(value, bool) and bool(old) == value):
@@ -280,18 +279,17 @@ class Puller:
     def _remember(
         self, applied: list[tuple[EventMapping, dict[str, Any], str]], rows: dict[str, dict[str, Any]]
     ) -> None:
-        now = utcnow()
+        now = self.ctx.clock()
         self.store.put_mappings(
-            dataclasses.replace(
-                mapping,
-                event_id=event["id"],
-                content_hash=digest,
-                google_etag=event.get("etag"),
-                google_updated=event.get("updated"),
-                directus_updated=(rows.get(mapping.booking_key) or {}).get(
-                    "date_updated", mapping.directus_updated
-                ),
-                synced_at=now,
+            EventMapping.of_event(
+                self.connection,
+                self.collection,
+                mapping.booking_key,
+                self.calendar_id,
+                event,
+                digest,
+                (rows.get(mapping.booking_key) or {}).get(FIELDS.date_updated, mapping.directus_updated),
+                now,
             )
             for mapping, event, digest in applied
         )
@@ -305,7 +303,7 @@ class Puller:
         for event in self._relink(events):
             values = self._booking_values(event)
             if values is not None:
-                extra = {"google_event_id": event["id"], "sync_status": "synced"}
+                extra = {FIELDS.google_event_id: event["id"], FIELDS.sync_status: "synced"}
                 ready.append((event, {**values, **{k: v for k, v in extra.items() if k in self.fields}}))
         offset = 0
         mappings: list[EventMapping] = []
@@ -333,17 +331,15 @@ class Puller:
 
     def _mapping(self, event: dict[str, Any], row: dict[str, Any], content_hash: str) -> EventMapping:
         """This event mapped to the booking row Directus answered with."""
-        return EventMapping(
-            connection=self.connection,
-            collection=self.collection,
-            booking_key=str(row["id"]),
-            calendar_id=self.calendar_id,
-            event_id=event["id"],
-            content_hash=content_hash,
-            google_etag=event.get("etag"),
-            google_updated=event.get("updated"),
-            directus_updated=row.get("date_updated"),
-            synced_at=utcnow(),
+        return EventMapping.of_event(
+            self.connection,
+            self.collection,
+            str(row["id"]),
+            self.calendar_id,
+            event,
+            content_hash,
+            row.get(FIELDS.date_updated),
+            self.ctx.clock(),
         )
 
     def _relink(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -353,9 +349,11 @@ class Puller:
         Such a booking is one this sync created whose answer never came back (the create is not repeated
         blindly, or the next cycle would create it twice), or one whose mapping was lost with the state
         store: a rebuilt store then relinks every booking instead of duplicating the calendar."""
-        if "google_event_id" not in self.fields:
+        if FIELDS.google_event_id not in self.fields:
             return events
-        found = self.directus.find_items("google_event_id", [e["id"] for e in events], ["date_updated"])
+        found = self.directus.find_items(
+            FIELDS.google_event_id, [e["id"] for e in events], [FIELDS.date_updated]
+        )
         if not found:
             return events
         relinked = [(e, found[e["id"]]) for e in events if e["id"] in found]
@@ -379,7 +377,8 @@ class Puller:
     def _stamp(self, mappings: list[EventMapping]) -> None:
         """Write the booking key into each new event so later cycles (and a lost mapping) recognise it."""
         requests_ = [
-            self.calendar.patch_request(
+            EventWrite(
+                "patch",
                 m.event_id,
                 {
                     "extendedProperties": {
@@ -416,22 +415,21 @@ class Puller:
         if not self._cancels:
             return
         mapped = self.store.count_mappings(self.connection, self.calendar_id)
-        limit = max(10, int(self.settings.max_cancel_share * mapped))
-        if len(self._cancels) > limit:
+        if len(self._cancels) > guard_limit(self.config.max_cancel_share, mapped):
             raise MassCancelRefused(
                 f"Google reports {len(self._cancels)} cancelled events out of {mapped} synced bookings, more than "
-                f"MAX_CANCEL_SHARE={self.settings.max_cancel_share:.0%} (at least 10); nothing was cancelled"
+                f"MAX_CANCEL_SHARE={self.config.max_cancel_share:.0%} (at least 10); nothing was cancelled"
             )
         keys = [c.mapping.booking_key for c in self._cancels]
-        if self.settings.on_google_delete == "delete":
+        if self.config.on_google_delete == "delete":
             self.directus.delete_items(keys)
             self.store.delete_mappings(self.connection, self.collection, keys)
         else:
             current = self.directus.get_items(keys)
             patches = [
-                {"id": current[k].get("id", k), "status": CANCELLED}
+                {"id": current[k].get("id", k), FIELDS.status: CANCELLED}
                 for k in keys
-                if k in current and str(current[k].get("status") or "").lower() != CANCELLED
+                if k in current and str(current[k].get(FIELDS.status) or "").lower() != CANCELLED
             ]
             rows = self._write_updates(patches)
             self._remember(

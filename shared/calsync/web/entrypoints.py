@@ -73,5 +73,5 @@ def calendar_import(request: flask.Request) -> flask.Response:
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
     from calsync.sync.cycle import run_cycle
 
-    result = run_cycle(app)
+    result = run_cycle(app.context())
     return json_response(result.http_status, result.body)

@@ -8,7 +8,7 @@ import flask
 
 from calsync import logs
 from calsync.bootstrap import App
-from calsync.sync.push import Pusher
+from calsync.sync.push import Pusher, queue_failures
 from calsync.web.delivery import parse_delivery
 from calsync.web.http import json_response, read_json
 
@@ -18,14 +18,14 @@ log = logging.getLogger(__name__)
 def handle_delivery(app: App, request: flask.Request) -> flask.Response:
     """200 when every booking is settled (synced, unchanged or invalid), 202 when some wait in the outbox."""
     delivery = parse_delivery(read_json(request), app.settings.directus_collection)
-    if delivery.user is not None and delivery.user == app.sync_user_id():
+    ctx = app.context()
+    if delivery.user is not None and delivery.user == ctx.sync_user_id:
         # Our own write-back (or import) fired the Flow again: nothing to send to Google. The Flow that
         # `calsync directus setup` makes filters these out; a Flow made by hand may not.
         log.info("delivery skipped: written by the sync itself", extra=logs.fields(keys=len(delivery.keys)))
         return json_response(200, {"skipped": list(delivery.keys), "reason": "written by the sync itself"})
-    outcome = Pusher(app).push(delivery.action, delivery.keys)
-    for key, reason in outcome.failed.items():
-        app.store.enqueue(app.connection, delivery.collection, key, outcome.failed_action[key], error=reason)
+    outcome = Pusher(ctx).push(delivery.action, delivery.keys)
+    queue_failures(ctx, outcome)
     body = {"action": delivery.action, **outcome.as_json()}
     log.info(
         "delivery handled",

@@ -1,0 +1,231 @@
+"""An in-memory Directus bookings collection (the ``Directus`` port) for the fast tier.
+
+Held to the same contract suite as the real client against a real Directus
+(tests/integration/test_directus_contract.py). What it keeps to: integer keys from an auto-increment, read
+and written as strings; ``timestamp`` fields come back in UTC as ``...sssZ`` whatever offset was sent;
+``date_created`` on create, ``date_updated`` and ``user_updated`` on every update, stamped with the writer;
+a create without ``start_datetime`` (required by setup) is refused whole; bulk updates and deletes skip
+keys that no longer exist; a single-item read of a missing item is "no such item".
+
+Test API, as the people around it: ``person_create``, ``person_update``, ``person_delete`` (writes by a
+person, which the Flow would deliver: ``on_change`` is called with ``(action, keys, user)`` for every
+write, the sync's own included, as Directus fires the Flow for every write); ``rows()``; faults:
+``fail_next(n)`` (the next ``n`` calls answer 503), ``blank_reads`` (every read answers no rows, as a
+misdirected proxy or a wrong DIRECTUS_URL would; a single-item read then fails unproven).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from calsync.directus.errors import DirectusError, DirectusUnavailable, DirectusValidationError
+from calsync.state.store import utcnow
+from calsync.sync.booking import FIELDS
+
+SYNC_USER = "sync-user"
+PERSON = "a-person"
+_TIMESTAMPS = (FIELDS.start, FIELDS.end, FIELDS.date_created, FIELDS.date_updated)
+
+
+def _utc(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class MemoryDirectus:
+    """One bookings collection, as the sync user (``SYNC_USER``) sees it. Thread-safe."""
+
+    def __init__(
+        self,
+        fields: Iterable[str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        on_change: Callable[[str, list[str], str], None] | None = None,
+    ) -> None:
+        self.fields = frozenset(fields) if fields is not None else FIELDS.names()
+        self.clock = clock
+        self.on_change = on_change
+        self.requests = 0
+        self.blank_reads = False
+        self._failures = 0
+        self._rows: dict[int, dict[str, Any]] = {}
+        self._next = 1
+        self._lock = threading.RLock()
+
+    # -- faults ---------------------------------------------------------------------------------------
+    def fail_next(self, count: int = 1) -> None:
+        with self._lock:
+            self._failures += count
+
+    def _call(self, user: str = SYNC_USER) -> None:
+        """One request of the sync (a person's writes do not pass through the sync's faults)."""
+        if user != SYNC_USER:
+            return
+        self.requests += 1
+        if self._failures:
+            self._failures -= 1
+            raise DirectusUnavailable("Directus request: 503 SERVICE_UNAVAILABLE", 503, "SERVICE_UNAVAILABLE")
+
+    def _now(self) -> str:
+        return str(_utc(self.clock().isoformat()))
+
+    def _clean(self, values: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(values) - self.fields
+        if unknown:
+            raise DirectusValidationError(
+                f"Directus items write: 400 INVALID_PAYLOAD unknown fields {sorted(unknown)}", 400
+            )
+        return {
+            k: (_utc(v) if k in _TIMESTAMPS else copy.deepcopy(v)) for k, v in values.items() if k != "id"
+        }
+
+    @staticmethod
+    def _out(row: dict[str, Any], fields: Iterable[str] | None) -> dict[str, Any]:
+        if fields is None:
+            return copy.deepcopy(row)
+        wanted = {"id", *fields}
+        return {k: copy.deepcopy(v) for k, v in row.items() if k in wanted}
+
+    def _key(self, key: str) -> int | None:
+        return int(key) if str(key).isdigit() else None
+
+    def _notify(self, action: str, keys: list[str], user: str) -> None:
+        if self.on_change is not None and keys:
+            self.on_change(action, keys, user)
+
+    # -- the port -------------------------------------------------------------------------------------
+    def get_items(
+        self, keys: Iterable[str], fields: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        return self.find_items("id", keys, fields)
+
+    def read_item(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._call()
+            if self.blank_reads:
+                raise DirectusError("Directus item read: the answer is not the item asked for")
+            number = self._key(key)
+            row = self._rows.get(number) if number is not None else None
+            return self._out(row, ["id"]) if row is not None else None
+
+    def find_items(
+        self, field: str, values: Iterable[str], fields: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        wanted = {str(v) for v in values}
+        with self._lock:
+            self._call()
+            if self.blank_reads:
+                return {}
+            found: dict[str, dict[str, Any]] = {}
+            for number in sorted(self._rows):
+                row = self._rows[number]
+                value = str(row.get(field)) if row.get(field) is not None else None
+                if value in wanted and value not in found:
+                    found[value] = self._out(row, None if fields is None else [field, *fields])
+            return found
+
+    def create_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._create(items, SYNC_USER)
+
+    def update_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._update({str(i["id"]): i for i in items}, SYNC_USER)
+
+    def delete_items(self, keys: Iterable[str]) -> None:
+        self._delete(list(keys), SYNC_USER)
+
+    def items_changed_since(
+        self, checkpoint: str | None, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        with self._lock:
+            self._call()
+            if self.blank_reads:
+                return iter(())
+            since = _utc(checkpoint) if checkpoint else None
+            rows = [
+                copy.deepcopy(self._rows[n])
+                for n in sorted(self._rows)
+                if since is None
+                or (self._rows[n].get(FIELDS.date_updated) or "") >= since
+                or (self._rows[n].get(FIELDS.date_created) or "") >= since
+            ]
+        return iter([rows[i : i + page_size] for i in range(0, len(rows), page_size)])
+
+    def server_time(self) -> datetime:
+        with self._lock:
+            self._call()
+            return self.clock().replace(microsecond=0)
+
+    def booking_fields(self) -> frozenset[str]:
+        return self.fields
+
+    def current_user_id(self) -> str | None:
+        return SYNC_USER
+
+    # -- writes, by whoever makes them ----------------------------------------------------------------
+    def _create(self, items: list[dict[str, Any]], user: str) -> list[dict[str, Any]]:
+        with self._lock:
+            self._call(user)
+            cleaned = [self._clean(item) for item in items]
+            if any(not values.get(FIELDS.start) for values in cleaned):
+                raise DirectusValidationError(
+                    "Directus items create: 400 FAILED_VALIDATION start_datetime", 400
+                )
+            rows = []
+            for values in cleaned:
+                row = {**{f: None for f in self.fields}, **values, "id": self._next}
+                row[FIELDS.date_created] = self._now()
+                row[FIELDS.date_updated] = None
+                row[FIELDS.user_updated] = None
+                self._rows[self._next] = row
+                self._next += 1
+                rows.append(copy.deepcopy(row))
+        self._notify("create", [str(r["id"]) for r in rows], user)
+        return rows
+
+    def _update(self, items: dict[str, dict[str, Any]], user: str) -> list[dict[str, Any]]:
+        with self._lock:
+            self._call(user)
+            cleaned = {key: self._clean(values) for key, values in items.items()}
+            rows = []
+            for key, values in cleaned.items():
+                number = self._key(key)
+                row = self._rows.get(number) if number is not None else None
+                if row is None:
+                    continue  # vanished: skipped, as the client does
+                row.update(values)
+                row[FIELDS.date_updated] = self._now()
+                row[FIELDS.user_updated] = user
+                rows.append(copy.deepcopy(row))
+        self._notify("update", [str(r["id"]) for r in rows], user)
+        return rows
+
+    def _delete(self, keys: list[str], user: str) -> None:
+        with self._lock:
+            self._call(user)
+            gone = []
+            for key in keys:
+                number = self._key(key)
+                if number is not None and self._rows.pop(number, None) is not None:
+                    gone.append(str(key))
+        self._notify("delete", gone, user)
+
+    # -- test API: people -----------------------------------------------------------------------------
+    def person_create(self, **values: Any) -> dict[str, Any]:
+        return self._create([values], PERSON)[0]
+
+    def person_update(self, key: str | int, **changes: Any) -> dict[str, Any] | None:
+        rows = self._update({str(key): changes}, PERSON)
+        return rows[0] if rows else None
+
+    def person_delete(self, *keys: str | int) -> None:
+        self._delete([str(k) for k in keys], PERSON)
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {str(n): copy.deepcopy(r) for n, r in sorted(self._rows.items())}

@@ -19,14 +19,42 @@ removing a key; ``If-Match`` mismatch is ``412 conditionNotMet``; every write bu
 ``sequence``; list pages with ``nextSyncToken`` on the last page only; incremental sync returns cancelled
 events and refuses ``timeMin`` & co with ``400``; ``invalidate_sync_tokens()`` turns old tokens into
 ``410 fullSyncRequired``; recurring series expand into instances ``{seriesId}_{YYYYMMDDTHHMMSSZ}`` with
-``singleEvents=true``. Errors always have Google's shape
+``singleEvents=true`` (DAILY, WEEKLY, YEARLY). Errors always have Google's shape
 ``{"error": {"errors": [{"domain", "reason", "message"}], "code", "message"}}``. Unknown query parameters
 (``alt=json`` ...) are ignored.
+
+What real calendars hold (``copies``): every event has an ``eventType`` (``EVENT_TYPES``; fixed once created,
+``fromGmail`` cannot be created through the API: 400 invalid); ``events.list`` filters by repeatable
+``eventTypes`` (unset: all; unknown values match nothing), and a sync token answers ``400 invalid`` when the
+incremental call's ``eventTypes`` differ from its full sync's (Google calls that undefined behaviour: the fake
+is stricter, so a client that changes the filter without a full sync is caught; likewise ``singleEvents``).
+The owner's events have ``organizer``/``creator`` ``{"email": owner, "self": true}``; an attendee's copy of
+another organizer's meeting has ``organizer: {"email": other}`` and the owner in ``attendees`` with ``self``
+and a ``responseStatus``. An API write (PATCH/PUT) by the owner to another organizer's event that changes a
+shared field answers ``403 forbiddenForNonOrganizer`` ("Shared properties can only be changed by the organizer
+of the event.") unless ``guestsCanModify``; private extended properties, the owner's own ``responseStatus``,
+``colorId``, ``reminders`` and ``transparency`` belong to the copy and may change. With ``guestsCanModify`` the
+write goes through and is recorded in ``foreign_writes()``; so is an attendee's DELETE, which Google allows
+(the copy turns cancelled, the owner's answer declined). fromGmail events are organized by Google's "Unknown
+Organizer", so the same rule guards them (Google documents no error: a choice). Birthday events answer ``400
+invalid`` to any change but private properties, ``colorId`` and ``reminders`` (Google documents restrictions
+but no error: a choice). Listings without ``showDeleted`` (incremental syncs included) carry cancelled events in
+Google's minimal shape: ``kind``, ``etag``, ``id``, ``status`` (+ ``recurringEventId``, ``originalStartTime``
+for occurrences); Google guarantees only ``id`` for deleted events, so the fake sends no ``updated`` either.
+``get`` and ``showDeleted=true`` keep the details. ``start``/``end`` keep the ``timeZone`` written (none when
+none was given; the ``dateTime`` is rendered in that zone, else the calendar's). ``source`` (``title``, ``url``
+http(s) only, else 400) is shown only on copies whose creator is the owner. ``description`` may hold HTML, up
+to ``MAX_DESCRIPTION`` = 8192 characters (Google documents no limit: a choice), longer is 400 invalid.
+``tests.fakes.google.corpus.seed_corpus(fake)`` seeds one event of each real kind and returns their ids.
 
 Test API (``GoogleFake``): ``api_root``/``auth_uri``/``token_uri``/``revoke_uri``/``userinfo_uri``;
 ``client_id``/``client_secret`` of a pre-registered client; ``register_client``, ``consent(account, deny,
 scopes, refresh_token)``; ``issue_refresh_token``, ``issue_access_token``, ``refresh_token_valid``,
-``revoke_all``, ``expire_access_tokens``; as the calendar owner ``create_event``, ``edit_event``,
+``revoke_all``, ``expire_access_tokens``; as the calendar shows it ``create_event(summary, start, end, *, calendar,
+event_id, time_zone, event_type, organizer, attendees, response_status, guests_can_modify, private_copy,
+**fields)``, ``add_invitation(organizer, summary, start, end, *, response_status, guests_can_modify, ...)``,
+``set_response(event_id, status)``, ``remove_attendee_self(event_id)``, ``foreign_writes(event_id)``;
+``edit_event`` (as Google applies a change: the organizer's, for another organizer's meeting; no write rule),
 ``cancel_event``, ``add_recurring``, ``instance_ids``, ``cancel_instance``; ``events``/``event`` (copies);
 ``invalidate_sync_tokens``; ``fail_next``, ``lose_response_next`` (filters: ``path_contains``, ``method``,
 ``match`` = a path substring or a predicate on a ``Call``), ``set_fault_rate``, ``clear_faults``, ``latency``;
@@ -40,7 +68,8 @@ fault rate's 429/5xx also apply to batch parts, auth is checked per part (each p
 
 Layout: one module per concern, joined in ``GoogleFake`` as mixins that share one lock: ``server`` (HTTP
 plumbing, routing, request log, faults, latency), ``oauth`` (clients, consent, codes, tokens, revoke,
-userinfo), ``calendar`` (calendars, events store, list/insert/patch/update/delete, sync tokens), ``batch``
+userinfo), ``calendar`` (calendars, events store, list/insert/patch/update/delete, sync tokens), ``copies``
+(event types, organizers and attendees, the write rules, the minimal cancelled shape), ``batch``
 (multipart wire format), ``recurrence`` (RRULE expansion), ``times`` (start/end rendering) and ``errors``
 (Google-shaped error replies). Import everything from ``tests.fakes.google``; the submodules are not an API.
 """
@@ -54,6 +83,7 @@ import pytest
 
 from .batch import MAX_BATCH_PARTS, BatchMixin
 from .calendar import MAX_RESULTS_DEFAULT, MAX_RESULTS_LIMIT, CalendarMixin, SendUpdates
+from .copies import EVENT_TYPES, MAX_DESCRIPTION, RESPONSES, ForeignWrite
 from .errors import ApiError, Headers, Reply
 from .oauth import (
     ACCESS_TOKEN_LIFETIME_S,
@@ -78,12 +108,16 @@ __all__ = [
     "DEFAULT_CLIENT_SECRET",
     "DEFAULT_SCOPES",
     "EMAIL_SCOPE",
+    "EVENT_TYPES",
     "MAX_BATCH_PARTS",
+    "MAX_DESCRIPTION",
     "MAX_INSTANCES",
     "MAX_RESULTS_DEFAULT",
     "MAX_RESULTS_LIMIT",
+    "RESPONSES",
     "ApiError",
     "Call",
+    "ForeignWrite",
     "GoogleFake",
     "Headers",
     "LoggedRequest",

@@ -7,11 +7,25 @@ import dataclasses
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
+from .copies import (
+    RESPONSES,
+    TYPE_DEFAULTS,
+    UNKNOWN_ORGANIZER,
+    ForeignWrite,
+    check_content,
+    check_insert,
+    check_write,
+    guest_attendees,
+    is_organizer_copy,
+    minimal,
+    own_attendees,
+    self_attendee,
+)
 from .errors import _MESSAGES, ApiError, Headers, Reply, _json_reply
 from .oauth import CALENDAR_EVENTS_SCOPE, CALENDAR_SCOPE, DEFAULT_ACCOUNT, _Access
 from .recurrence import _parse_rrule, expand
@@ -32,7 +46,21 @@ _SYNC_FORBIDDEN = (
     "timeMax",
     "updatedMin",
 )
-_READ_ONLY = ("kind", "etag", "created", "updated", "htmlLink", "creator", "sequence")
+_READ_ONLY = ("kind", "etag", "created", "updated", "htmlLink", "creator", "organizer", "sequence")
+# Set when an event is created and kept by every later write (PUT included).
+_KEPT = (
+    "created",
+    "sequence",
+    "etag",
+    "iCalUID",
+    "recurringEventId",
+    "originalStartTime",
+    "creator",
+    "organizer",
+    "eventType",
+    "privateCopy",
+    "birthdayProperties",
+)
 _WHOLE_ON_PATCH = ("start", "end", "originalStartTime", "recurrence", "attendees", "attachments")
 _SEND_UPDATES = ("all", "externalOnly", "none")
 
@@ -70,6 +98,7 @@ class _SyncToken:
     epoch: int
     single_events: bool
     show_deleted: bool
+    event_types: frozenset[str] | None = None  # None: eventTypes not given (all types)
 
 
 @dataclasses.dataclass
@@ -102,11 +131,19 @@ class CalendarMixin:
         self._sync_tokens: dict[str, _SyncToken] = {}
         self._pages: dict[str, _Page] = {}
         self._send_updates: list[SendUpdates] = []
+        self._foreign_writes: list[ForeignWrite] = []
 
     def send_updates(self, event_id: str | None = None) -> list[SendUpdates]:
         """The ``sendUpdates`` of every API event write that succeeded (owner edits are not API calls)."""
         with self._lock:
             return [r for r in self._send_updates if event_id is None or r.event_id == event_id]
+
+    def foreign_writes(self, event_id: str | None = None) -> list[ForeignWrite]:
+        """API writes that changed another organizer's meeting (guestsCanModify) or deleted an attendee's copy.
+
+        A sync should never make one: assert ``fake.foreign_writes() == []``."""
+        with self._lock:
+            return [w for w in self._foreign_writes if event_id is None or w.event_id == event_id]
 
     # -- test API: the calendar owner -----------------------------------------------------------------
     def events(self, calendar: str = "primary", include_cancelled: bool = True) -> list[dict[str, Any]]:
@@ -132,9 +169,20 @@ class CalendarMixin:
         calendar: str = "primary",
         event_id: str | None = None,
         time_zone: str | None = None,
+        event_type: str = "default",
+        organizer: str | None = None,
+        attendees: Iterable[str | Mapping[str, Any]] | None = None,
+        response_status: str = "needsAction",
+        guests_can_modify: bool = False,
+        private_copy: bool | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
-        """Create an event as the calendar's owner would in the Calendar UI."""
+        """Create an event as it shows in the calendar (the owner's own, unless ``organizer`` names another).
+
+        ``event_type`` any of Google's types, with the type's properties filled in unless given in ``fields``
+        (birthday: yearly, all-day; fromGmail: organized by Google's "Unknown Organizer"). ``organizer``
+        another person's email: the attendee's copy of their meeting, the owner among ``attendees`` with
+        ``self: true`` and ``response_status``. ``attendees`` emails or dicts of the other guests."""
         begin = start if start is not None else datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
         if end is None:
             if isinstance(begin, datetime):
@@ -143,11 +191,79 @@ class CalendarMixin:
                 end = begin + timedelta(days=1)
             else:
                 raise ValueError("give end with a dict start")
-        body = {"summary": summary, "start": _when(begin, time_zone), "end": _when(end, time_zone), **fields}
+        body = {
+            "summary": summary,
+            "start": _when(begin, time_zone),
+            "end": _when(end, time_zone),
+            **copy.deepcopy(TYPE_DEFAULTS.get(event_type, {})),
+            **fields,
+        }
         if event_id is not None:
             body["id"] = event_id
+        if guests_can_modify:  # Google leaves the default (false) out
+            body["guestsCanModify"] = True
         with self._lock:
-            return self._public(self._insert(self._calendar(self._owner(calendar)), body))
+            account = self._owner(calendar)
+            given: dict[str, Any] = {"eventType": event_type}
+            if private_copy is not None:
+                given["privateCopy"] = private_copy
+            if event_type == "fromGmail" and organizer is None:
+                given["organizer"] = dict(UNKNOWN_ORGANIZER)
+            if organizer is not None and organizer != account:
+                given["organizer"] = {"email": organizer}
+                given["creator"] = {"email": organizer}
+                given["attendees"] = guest_attendees(account, organizer, response_status, attendees or ())
+            elif attendees is not None:
+                given["attendees"] = own_attendees(account, attendees)
+            return self._public(self._insert(self._calendar(account), body, given))
+
+    def add_invitation(
+        self,
+        organizer: str,
+        summary: str = "Meeting",
+        start: datetime | date | Mapping[str, Any] | None = None,
+        end: datetime | date | Mapping[str, Any] | None = None,
+        *,
+        response_status: str = "needsAction",
+        guests_can_modify: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The owner's copy of a meeting ``organizer`` invited them to (see ``create_event``)."""
+        return self.create_event(
+            summary,
+            start,
+            end,
+            organizer=organizer,
+            response_status=response_status,
+            guests_can_modify=guests_can_modify,
+            **kwargs,
+        )
+
+    def set_response(self, event_id: str, status: str, calendar: str = "primary") -> dict[str, Any]:
+        """The owner answers an invitation (``needsAction|accepted|tentative|declined``); a declined
+        meeting stays listed, with the owner's ``responseStatus`` declined."""
+        with self._lock:
+            cal = self._calendar(self._owner(calendar))
+            event = self._materialize(cal, event_id)
+            own = self_attendee(event)
+            if own is None:
+                raise ValueError(f"the owner is no attendee of {event_id}")
+            if status not in RESPONSES:
+                raise ValueError(f"responseStatus must be one of {RESPONSES}")
+            own["responseStatus"] = status
+            self._stamp(cal, event)
+            return self._public(event)
+
+    def remove_attendee_self(self, event_id: str, calendar: str = "primary") -> dict[str, Any]:
+        """The organizer takes the owner off the guest list: the copy comes back cancelled for this
+        calendar."""
+        with self._lock:
+            cal = self._calendar(self._owner(calendar))
+            event = self._materialize(cal, event_id)
+            event["attendees"] = [a for a in event.get("attendees") or [] if not a.get("self")]
+            event["status"] = "cancelled"
+            self._stamp(cal, event)
+            return self._public(event)
 
     def edit_event(self, event_id: str, calendar: str = "primary", **changes: Any) -> dict[str, Any]:
         """Patch an event (or an instance) as the owner would; ``None`` values remove fields."""
@@ -253,25 +369,27 @@ class CalendarMixin:
                 if method == "GET":
                     return _json_reply(200, self._list(cal, query))
                 if method == "POST":
-                    event = self._insert(cal, self._json(body))
+                    new = self._json(body)
+                    check_insert(new)
+                    event = self._insert(cal, new)
                     self._send_updates.append(SendUpdates(method, event["id"], send_updates))
-                    return _json_reply(200, self._public(event))
+                    return _json_reply(200, self._view(event))
             elif len(segments) == 4:
                 event_id = segments[3]
                 if method == "GET":
-                    return _json_reply(200, self._public(self._get(cal, event_id)))
+                    return _json_reply(200, self._view(self._get(cal, event_id)))
                 if_match = headers.get("if-match")
                 reply: Reply | None = None
                 if method == "PATCH":
                     reply = _json_reply(
-                        200, self._public(self._patch(cal, event_id, self._json(body), if_match))
+                        200, self._view(self._patch(cal, event_id, self._json(body), if_match, api=True))
                     )
                 elif method == "PUT":
                     reply = _json_reply(
-                        200, self._public(self._update(cal, event_id, self._json(body), if_match))
+                        200, self._view(self._update(cal, event_id, self._json(body), if_match, api=True))
                     )
                 elif method == "DELETE":
-                    self._delete(cal, event_id, if_match)
+                    self._delete(cal, event_id, if_match, api=True)
                     reply = 204, {}, b""
                 if reply is not None:
                     self._send_updates.append(SendUpdates(method, event_id, send_updates))
@@ -290,6 +408,16 @@ class CalendarMixin:
 
     def _public(self, event: Mapping[str, Any]) -> dict[str, Any]:
         return copy.deepcopy(dict(event))
+
+    def _view(self, event: Mapping[str, Any], brief: bool = False) -> dict[str, Any]:
+        """The event as the API shows it to this calendar: ``source`` only to its creator; with ``brief`` a
+        cancelled event in its minimal shape."""
+        if brief and event.get("status") == "cancelled":
+            return copy.deepcopy(minimal(event))
+        out = self._public(event)
+        if not (out.get("creator") or {}).get("self"):
+            out.pop("source", None)
+        return out
 
     # state changes (callers hold the lock)
     def _stamp(self, cal: _Calendar, event: dict[str, Any], created: bool = False) -> None:
@@ -331,6 +459,7 @@ class CalendarMixin:
             event[name] = when
         if event.get("recurrence"):
             _parse_rrule(event["recurrence"])
+        check_content(event)
         status = event.get("status", "confirmed")
         if status not in ("confirmed", "tentative", "cancelled"):
             raise ApiError(400, "invalid", f"Invalid value for: status {status}")
@@ -348,7 +477,10 @@ class CalendarMixin:
             "eventType": "default",
         }
 
-    def _insert(self, cal: _Calendar, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _insert(
+        self, cal: _Calendar, body: Mapping[str, Any], given: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``given``: read-only fields Google itself sets (organizer, creator ...), for the test API."""
         event_id = body.get("id")
         if event_id is None:
             event_id = _random_id()
@@ -358,6 +490,7 @@ class CalendarMixin:
             raise ApiError(409, "duplicate", _MESSAGES["duplicate"])
         event = self._base(cal, event_id)
         event.update({k: copy.deepcopy(v) for k, v in body.items() if k not in _READ_ONLY and v is not None})
+        event.update(copy.deepcopy(dict(given or {})))
         event["id"] = event_id
         event.pop("recurringEventId", None)
         event.pop("originalStartTime", None)
@@ -400,26 +533,46 @@ class CalendarMixin:
         if if_match is not None and if_match.strip() not in ("*", event.get("etag")):
             raise ApiError(412, "conditionNotMet", _MESSAGES["conditionNotMet"])
 
+    def _guard(self, method: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        """Refuse what this copy may not change; record a change that reaches another organizer's meeting."""
+        shared = check_write(old, new)
+        if shared:
+            organizer = str((old.get("organizer") or {}).get("email", ""))
+            self._foreign_writes.append(ForeignWrite(method, str(old["id"]), organizer, shared))
+
     def _patch(
-        self, cal: _Calendar, event_id: str, body: Mapping[str, Any], if_match: str | None = None
+        self,
+        cal: _Calendar,
+        event_id: str,
+        body: Mapping[str, Any],
+        if_match: str | None = None,
+        api: bool = False,
     ) -> dict[str, Any]:
         event = self._materialize(cal, event_id)
         self._check_etag(event, if_match)
+        old = copy.deepcopy(event)
         changes = {k: v for k, v in body.items() if k not in (*_READ_ONLY, "id", "recurringEventId")}
         _merge(event, changes)
         self._normalize(cal, event)
+        if api:
+            self._guard("PATCH", old, event)
         self._stamp(cal, event)
         return event
 
     def _update(
-        self, cal: _Calendar, event_id: str, body: Mapping[str, Any], if_match: str | None = None
+        self,
+        cal: _Calendar,
+        event_id: str,
+        body: Mapping[str, Any],
+        if_match: str | None = None,
+        api: bool = False,
     ) -> dict[str, Any]:
         old = self._materialize(cal, event_id)
         self._check_etag(old, if_match)
         event = self._base(cal, event_id)
-        for keep in ("created", "sequence", "etag", "iCalUID", "recurringEventId", "originalStartTime"):
+        for keep in _KEPT:
             if keep in old:
-                event[keep] = old[keep]
+                event[keep] = copy.deepcopy(old[keep])
         event.update(
             {
                 k: copy.deepcopy(v)
@@ -428,15 +581,24 @@ class CalendarMixin:
             }
         )
         self._normalize(cal, event)
+        if api:
+            self._guard("PUT", old, event)
         self._stamp(cal, event)
         return event
 
-    def _delete(self, cal: _Calendar, event_id: str, if_match: str | None = None) -> None:
+    def _delete(self, cal: _Calendar, event_id: str, if_match: str | None = None, api: bool = False) -> None:
         event = self._materialize(cal, event_id)
         if event.get("status") == "cancelled":
             raise ApiError(410, "deleted", _MESSAGES["deleted"])
         self._check_etag(event, if_match)
         event["status"] = "cancelled"
+        own = self_attendee(event)
+        if api and not is_organizer_copy(event) and own is not None:
+            # An attendee's delete takes the meeting off their own calendar, as declining does; the
+            # organizer's meeting stays. Allowed, and recorded: a sync should never do it.
+            own["responseStatus"] = "declined"
+            organizer = str((event.get("organizer") or {}).get("email", ""))
+            self._foreign_writes.append(ForeignWrite("DELETE", event_id, organizer, ()))
         self._stamp(cal, event)
 
     # expansion
@@ -467,6 +629,7 @@ class CalendarMixin:
         max_results = min(max_results, MAX_RESULTS_LIMIT)
         single = _flag(query, "singleEvents")
         show_deleted = _flag(query, "showDeleted")
+        types = frozenset(query["eventTypes"]) if query.get("eventTypes") else None
         sync = _first(query, "syncToken")
         if sync:
             for name in _SYNC_FORBIDDEN:
@@ -481,12 +644,23 @@ class CalendarMixin:
                 raise ApiError(
                     400, "invalid", "singleEvents must be the same as in the initial synchronization."
                 )
+            if token.event_types != types:
+                # Google calls a change "undefined behavior"; the fake refuses it (stricter than Google).
+                raise ApiError(
+                    400, "invalid", "eventTypes must be the same as in the initial synchronization."
+                )
             items = self._changed_since(cal, token.seq, single)
         else:
             items = self._full(cal, query, single, show_deleted)
+        if types is not None:  # unknown types are accepted and match nothing (new types do appear)
+            items = [e for e in items if e.get("eventType", "default") in types]
         next_sync = "sync_" + secrets.token_urlsafe(24)
-        self._sync_tokens[next_sync] = _SyncToken(cal.account, self._seq, self._epoch, single, show_deleted)
-        page = _Page(cal.account, [copy.deepcopy(i) for i in items], max_results, next_sync)
+        self._sync_tokens[next_sync] = _SyncToken(
+            cal.account, self._seq, self._epoch, single, show_deleted, types
+        )
+        page = _Page(
+            cal.account, [self._view(i, brief=not show_deleted) for i in items], max_results, next_sync
+        )
         return self._page_out(cal, page)
 
     def _page_out(self, cal: _Calendar, page: _Page) -> dict[str, Any]:

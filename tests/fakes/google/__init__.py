@@ -47,10 +47,20 @@ http(s) only, else 400) is shown only on copies whose creator is the owner. ``de
 to ``MAX_DESCRIPTION`` = 8192 characters (Google documents no limit: a choice), longer is 400 invalid.
 ``tests.fakes.google.corpus.seed_corpus(fake)`` seeds one event of each real kind and returns their ids.
 
+Several accounts: each account (a consent, ``issue_refresh_token(account=...)``) has its own tokens and its
+own calendars: ``primary`` is the token's account's own (id = its email, made on first use), secondary ones
+come from ``add_calendar(account, calendar_id, summary, time_zone)`` (events there are organized by the
+calendar: ``organizer`` ``{"email": calendar_id, "displayName": summary, "self": true}``). A token used on a
+calendar of another account answers ``404 notFound``, as Google does for calendars the caller cannot see;
+``GET {api_root}calendar/v3/users/me/calendarList`` lists the token's account's calendars. The test API's
+``calendar=`` takes a calendar id; ``"primary"`` there is ``DEFAULT_ACCOUNT``'s, so one-account tests are
+unchanged.
+
 Test API (``GoogleFake``): ``api_root``/``auth_uri``/``token_uri``/``revoke_uri``/``userinfo_uri``;
 ``client_id``/``client_secret`` of a pre-registered client; ``register_client``, ``consent(account, deny,
 scopes, refresh_token)``; ``issue_refresh_token``, ``issue_access_token``, ``refresh_token_valid``,
-``revoke_all``, ``expire_access_tokens``; as the calendar shows it ``create_event(summary, start, end, *, calendar,
+``revoke_all(account=None)``, ``expire_access_tokens(account=None)``; ``add_calendar``,
+``calendars(account)``; as the calendar shows it ``create_event(summary, start, end, *, calendar,
 event_id, time_zone, event_type, organizer, attendees, response_status, guests_can_modify, private_copy,
 **fields)``, ``add_invitation(organizer, summary, start, end, *, response_status, guests_can_modify, ...)``,
 ``set_response(event_id, status)``, ``remove_attendee_self(event_id)``, ``foreign_writes(event_id)``;

@@ -86,9 +86,16 @@ def _merge(target: dict[str, Any], patch: Mapping[str, Any], depth: int = 0) -> 
 
 @dataclasses.dataclass
 class _Calendar:
-    account: str
+    account: str  # the owner
+    id: str = ""  # the account's email for its primary calendar
+    summary: str = ""
+    time_zone: str | None = None  # None: the fake's time_zone
     events: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # incl. exceptions
     changed: dict[str, int] = dataclasses.field(default_factory=dict)  # id -> change sequence
+
+    def __post_init__(self) -> None:
+        self.id = self.id or self.account
+        self.summary = self.summary or self.id
 
 
 @dataclasses.dataclass
@@ -144,6 +151,24 @@ class CalendarMixin:
         A sync should never make one: assert ``fake.foreign_writes() == []``."""
         with self._lock:
             return [w for w in self._foreign_writes if event_id is None or w.event_id == event_id]
+
+    # -- test API: accounts and calendars -------------------------------------------------------------
+    def add_calendar(
+        self, account: str, calendar_id: str, summary: str | None = None, time_zone: str | None = None
+    ) -> str:
+        """A secondary calendar ``calendar_id`` owned by ``account`` (its primary is its email, made on first
+        use). Only ``account``'s tokens see it; test-API methods address it as ``calendar=calendar_id``."""
+        with self._lock:
+            if calendar_id in self._calendars or calendar_id == "primary":
+                raise ValueError(f"calendar {calendar_id} exists")
+            self._calendar(account)
+            self._calendars[calendar_id] = _Calendar(account, calendar_id, summary or "", time_zone)
+            return calendar_id
+
+    def calendars(self, account: str = DEFAULT_ACCOUNT) -> list[str]:
+        """The ids of ``account``'s calendars (its primary first once used)."""
+        with self._lock:
+            return [c.id for c in self._calendars.values() if c.account == account]
 
     # -- test API: the calendar owner -----------------------------------------------------------------
     def events(self, calendar: str = "primary", include_cancelled: bool = True) -> list[dict[str, Any]]:
@@ -203,7 +228,8 @@ class CalendarMixin:
         if guests_can_modify:  # Google leaves the default (false) out
             body["guestsCanModify"] = True
         with self._lock:
-            account = self._owner(calendar)
+            cal = self._calendar(self._owner(calendar))
+            account = cal.account
             given: dict[str, Any] = {"eventType": event_type}
             if private_copy is not None:
                 given["privateCopy"] = private_copy
@@ -215,7 +241,7 @@ class CalendarMixin:
                 given["attendees"] = guest_attendees(account, organizer, response_status, attendees or ())
             elif attendees is not None:
                 given["attendees"] = own_attendees(account, attendees)
-            return self._public(self._insert(self._calendar(account), body, given))
+            return self._public(self._insert(cal, body, given))
 
     def add_invitation(
         self,
@@ -318,17 +344,50 @@ class CalendarMixin:
 
     # -- Calendar API ---------------------------------------------------------------------------------
     def _owner(self, calendar_id: str, access: _Access | None = None) -> str:
+        """The calendar's id; through the API only the token's account's own calendars exist (404 for others,
+        as Google answers for calendars the caller cannot see)."""
         if calendar_id == "primary":
             return access.account if access else DEFAULT_ACCOUNT
-        if access is not None and calendar_id != access.account:
-            raise ApiError(404, "notFound", "Not Found")
+        if access is not None:
+            cal = self._calendars.get(calendar_id)
+            owner = cal.account if cal is not None else calendar_id  # an account's primary, not yet used
+            if owner != access.account:
+                raise ApiError(404, "notFound", "Not Found")
         return calendar_id
 
-    def _calendar(self, account: str) -> _Calendar:
-        cal = self._calendars.get(account)
+    def _calendar(self, calendar_id: str) -> _Calendar:
+        """A calendar by id; an id never added is an account's primary calendar (made on first use)."""
+        cal = self._calendars.get(calendar_id)
         if cal is None:
-            cal = self._calendars[account] = _Calendar(account)
+            cal = self._calendars[calendar_id] = _Calendar(calendar_id)
         return cal
+
+    def _zone_of(self, cal: _Calendar) -> str:
+        return cal.time_zone or self.time_zone
+
+    def _calendar_resource(self, cal: _Calendar) -> dict[str, Any]:
+        return {
+            "kind": "calendar#calendar",
+            "etag": f'"{self._etag}"',
+            "id": cal.id,
+            "summary": cal.summary,
+            "timeZone": self._zone_of(cal),
+            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+        }
+
+    def _calendar_list(self, account: str) -> dict[str, Any]:
+        items = []
+        for cal in self._calendars.values():
+            if cal.account == account:
+                entry = {
+                    **self._calendar_resource(cal),
+                    "kind": "calendar#calendarListEntry",
+                    "accessRole": "owner",
+                }
+                if cal.id == account:
+                    entry["primary"] = True
+                items.append(entry)
+        return {"kind": "calendar#calendarList", "etag": f'"{self._etag}"', "items": items}
 
     def _calendar_api(
         self, method: str, rest: str, query: Mapping[str, list[str]], headers: Headers, body: bytes
@@ -343,23 +402,16 @@ class CalendarMixin:
                 "Insufficient Permission: Request had insufficient authentication scopes.",
             )
         segments = [unquote(s) for s in rest.strip("/").split("/")]
+        if segments[:3] == ["users", "me", "calendarList"] and len(segments) == 3 and method == "GET":
+            with self._lock:
+                self._calendar(access.account)
+                return _json_reply(200, self._calendar_list(access.account))
         if len(segments) < 2 or segments[0] != "calendars":
             raise ApiError(404, "notFound", "Not Found")
         with self._lock:
-            account = self._owner(segments[1], access)
-            cal = self._calendar(account)
+            cal = self._calendar(self._owner(segments[1], access))
             if len(segments) == 2 and method == "GET":
-                return _json_reply(
-                    200,
-                    {
-                        "kind": "calendar#calendar",
-                        "etag": f'"{self._etag}"',
-                        "id": account,
-                        "summary": account,
-                        "timeZone": self.time_zone,
-                        "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
-                    },
-                )
+                return _json_reply(200, self._calendar_resource(cal))
             if len(segments) < 3 or segments[2] != "events":
                 raise ApiError(404, "notFound", "Not Found")
             send_updates = _first(query, "sendUpdates")
@@ -454,7 +506,7 @@ class CalendarMixin:
         for name, moment in (("start", begin), ("end", finish)):
             when = dict(event[name])
             if when.get("dateTime"):
-                when["dateTime"] = _render(moment, when.get("timeZone") or self.time_zone)
+                when["dateTime"] = _render(moment, when.get("timeZone") or self._zone_of(cal))
                 when.pop("date", None)
             event[name] = when
         if event.get("recurrence"):
@@ -471,7 +523,8 @@ class CalendarMixin:
             "id": event_id,
             "htmlLink": f"https://www.google.com/calendar/event?eid={event_id}",
             "creator": {"email": cal.account, "self": True},
-            "organizer": {"email": cal.account, "self": True},
+            "organizer": {"email": cal.id, "self": True}
+            | ({"displayName": cal.summary} if cal.id != cal.account else {}),
             "iCalUID": f"{event_id}@google.com",
             "reminders": {"useDefault": True},
             "eventType": "default",
@@ -612,7 +665,7 @@ class CalendarMixin:
         page_token = _first(query, "pageToken")
         if page_token:
             page = self._pages.get(page_token)
-            if page is None or page.account != cal.account:
+            if page is None or page.account != cal.id:
                 raise ApiError(400, "invalid", "Invalid page token value.")
             return self._page_out(cal, page)
         max_raw = _first(query, "maxResults")
@@ -638,7 +691,7 @@ class CalendarMixin:
                         400, "invalid", f"The '{name}' parameter cannot be used with a sync token."
                     )
             token = self._sync_tokens.get(sync)
-            if token is None or token.epoch != self._epoch or token.account != cal.account:
+            if token is None or token.epoch != self._epoch or token.account != cal.id:
                 raise ApiError(410, "fullSyncRequired", _MESSAGES["fullSyncRequired"])
             if token.single_events != single:
                 raise ApiError(
@@ -655,12 +708,8 @@ class CalendarMixin:
         if types is not None:  # unknown types are accepted and match nothing (new types do appear)
             items = [e for e in items if e.get("eventType", "default") in types]
         next_sync = "sync_" + secrets.token_urlsafe(24)
-        self._sync_tokens[next_sync] = _SyncToken(
-            cal.account, self._seq, self._epoch, single, show_deleted, types
-        )
-        page = _Page(
-            cal.account, [self._view(i, brief=not show_deleted) for i in items], max_results, next_sync
-        )
+        self._sync_tokens[next_sync] = _SyncToken(cal.id, self._seq, self._epoch, single, show_deleted, types)
+        page = _Page(cal.id, [self._view(i, brief=not show_deleted) for i in items], max_results, next_sync)
         return self._page_out(cal, page)
 
     def _page_out(self, cal: _Calendar, page: _Page) -> dict[str, Any]:
@@ -668,10 +717,10 @@ class CalendarMixin:
         out: dict[str, Any] = {
             "kind": "calendar#events",
             "etag": f'"p{self._etag}"',
-            "summary": cal.account,
+            "summary": cal.summary,
             "description": "",
             "updated": _rfc3339_ms(self._last_write),
-            "timeZone": self.time_zone,
+            "timeZone": self._zone_of(cal),
             "accessRole": "owner",
             "defaultReminders": [{"method": "popup", "minutes": 10}],
             "items": head,

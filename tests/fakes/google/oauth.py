@@ -129,17 +129,21 @@ class OAuthMixin:
         with self._lock:
             return self._new_access(self.client_id, account, tuple(scopes), None, lifetime_s)
 
-    def revoke_all(self) -> None:
+    def revoke_all(self, account: str | None = None) -> None:
+        """Revoke every token (of ``account`` only, if given)."""
         with self._lock:
             for grant in self._refresh.values():
-                grant.revoked = True
+                if account is None or grant.account == account:
+                    grant.revoked = True
             for access in self._access.values():
-                access.revoked = True
+                if account is None or access.account == account:
+                    access.revoked = True
 
-    def expire_access_tokens(self) -> None:
+    def expire_access_tokens(self, account: str | None = None) -> None:
         with self._lock:
             for access in self._access.values():
-                access.expires_at = 0.0
+                if account is None or access.account == account:
+                    access.expires_at = 0.0
 
     def refresh_token_valid(self, token: str) -> bool:
         with self._lock:

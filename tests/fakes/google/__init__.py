@@ -56,6 +56,21 @@ calendar of another account answers ``404 notFound``, as Google does for calenda
 ``calendar=`` takes a calendar id; ``"primary"`` there is ``DEFAULT_ACCOUNT``'s, so one-account tests are
 unchanged.
 
+Push (``push``): ``POST .../calendars/{id}/events/watch`` (body ``{id, type: "web_hook", address, token,
+params: {ttl}}``, optional ``eventTypes``) answers ``{kind: "api#channel", id, resourceId, resourceUri, token,
+expiration}`` (ms since the epoch; ttl default ``DEFAULT_TTL_S`` = 7 days; the fake enforces no maximum). A
+channel id over 64 characters or a token over 256 is 400 invalid, a reused id ``400 channelIdNotUnique``, an
+address that is not https ``400 push.webhookUrlNotHttps`` unless ``allow_http_push`` is set and the host is
+127.0.0.1/localhost. ``POST {api_root}calendar/v3/channels/stop`` (``{id, resourceId}``) answers 204, 404
+``notFound`` for a channel it does not know (or already stopped). Messages are POSTed without a body on a
+background thread (API calls never wait): ``sync`` on watch, then ``exists`` after every change of the
+calendar's events (of the channel's eventTypes), with ``X-Goog-Channel-ID``, ``X-Goog-Channel-Token`` (when
+given), ``X-Goog-Channel-Expiration`` (RFC 1123), ``X-Goog-Resource-ID``, ``X-Goog-Resource-URI``,
+``X-Goog-Resource-State``, ``X-Goog-Message-Number``. Stopped or expired channels get nothing. Test API:
+``channels()``, ``notifications()`` (``Notification(channel_id, state, number, status)``; status -1 dropped,
+0 unreachable), ``wait_for_notifications(count, timeout)``, ``drop_notifications(n)``,
+``duplicate_notifications(n)``, ``expire_channels(channel_id=None)``.
+
 Test API (``GoogleFake``): ``api_root``/``auth_uri``/``token_uri``/``revoke_uri``/``userinfo_uri``;
 ``client_id``/``client_secret`` of a pre-registered client; ``register_client``, ``consent(account, deny,
 scopes, refresh_token)``; ``issue_refresh_token``, ``issue_access_token``, ``refresh_token_valid``,
@@ -79,7 +94,8 @@ fault rate's 429/5xx also apply to batch parts, auth is checked per part (each p
 Layout: one module per concern, joined in ``GoogleFake`` as mixins that share one lock: ``server`` (HTTP
 plumbing, routing, request log, faults, latency), ``oauth`` (clients, consent, codes, tokens, revoke,
 userinfo), ``calendar`` (calendars, events store, list/insert/patch/update/delete, sync tokens), ``copies``
-(event types, organizers and attendees, the write rules, the minimal cancelled shape), ``batch``
+(event types, organizers and attendees, the write rules, the minimal cancelled shape), ``push`` (channels
+and webhook delivery), ``batch``
 (multipart wire format), ``recurrence`` (RRULE expansion), ``times`` (start/end rendering) and ``errors``
 (Google-shaped error replies). Import everything from ``tests.fakes.google``; the submodules are not an API.
 """
@@ -106,6 +122,7 @@ from .oauth import (
     EMAIL_SCOPE,
     OAuthMixin,
 )
+from .push import DEFAULT_TTL_S, MAX_CHANNEL_ID, MAX_CHANNEL_TOKEN, Notification, PushMixin
 from .recurrence import MAX_INSTANCES
 from .server import Call, LoggedRequest, Match, ServerMixin
 
@@ -117,9 +134,12 @@ __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
     "DEFAULT_SCOPES",
+    "DEFAULT_TTL_S",
     "EMAIL_SCOPE",
     "EVENT_TYPES",
     "MAX_BATCH_PARTS",
+    "MAX_CHANNEL_ID",
+    "MAX_CHANNEL_TOKEN",
     "MAX_DESCRIPTION",
     "MAX_INSTANCES",
     "MAX_RESULTS_DEFAULT",
@@ -132,21 +152,27 @@ __all__ = [
     "Headers",
     "LoggedRequest",
     "Match",
+    "Notification",
     "Reply",
     "SendUpdates",
     "google_fake",
 ]
 
 
-class GoogleFake(ServerMixin, OAuthMixin, CalendarMixin, BatchMixin):
+class GoogleFake(ServerMixin, OAuthMixin, CalendarMixin, PushMixin, BatchMixin):
     """Google Calendar v3 + OAuth 2.0, in process, over real HTTP. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._init_server()
+        self._init_push()
         self._init_calendar()
         self._init_oauth()
         self.register_client(self.client_id, self.client_secret, ())
+
+    def stop(self) -> None:
+        super().stop()
+        self._stop_push()
 
 
 @pytest.fixture

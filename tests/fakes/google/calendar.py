@@ -406,12 +406,19 @@ class CalendarMixin:
             with self._lock:
                 self._calendar(access.account)
                 return _json_reply(200, self._calendar_list(access.account))
+        if segments == ["channels", "stop"] and method == "POST":
+            with self._lock:
+                self._stop_channel(access.account, self._json(body))
+                return 204, {}, b""
         if len(segments) < 2 or segments[0] != "calendars":
             raise ApiError(404, "notFound", "Not Found")
         with self._lock:
             cal = self._calendar(self._owner(segments[1], access))
             if len(segments) == 2 and method == "GET":
                 return _json_reply(200, self._calendar_resource(cal))
+            if segments[2:] == ["events", "watch"] and method == "POST":
+                types = query.get("eventTypes") or None
+                return _json_reply(200, self._watch(cal.id, cal.account, self._json(body), types))
             if len(segments) < 3 or segments[2] != "events":
                 raise ApiError(404, "notFound", "Not Found")
             send_updates = _first(query, "sendUpdates")
@@ -488,6 +495,7 @@ class CalendarMixin:
             event["sequence"] = int(event.get("sequence", 0)) + 1
         cal.events[event["id"]] = event
         cal.changed[event["id"]] = self._seq
+        self._changed(cal.id, event)
 
     def _normalize(self, cal: _Calendar, event: dict[str, Any]) -> None:
         """Validate times and render them as Google does (in the event's zone, else the calendar's)."""

@@ -7,7 +7,9 @@ a fresh server (``google_fake`` fixture, function scope; starting one takes a fe
 Endpoints (``api_root`` is ``http://127.0.0.1:PORT/``):
 
 - Calendar v3: ``{api_root}calendar/v3/calendars/{calendarId}`` (GET) and ``.../events`` (list, insert),
-  ``.../events/{eventId}`` (get, patch, update, delete), batch ``POST {api_root}batch/calendar/v3``.
+  ``.../events/{eventId}`` (get, patch, update, delete), ``.../events/watch`` (POST),
+  ``{api_root}calendar/v3/channels/stop`` (POST), ``{api_root}calendar/v3/users/me/calendarList`` (GET),
+  batch ``POST {api_root}batch/calendar/v3``.
 - OAuth: ``auth_uri`` (GET, auto-consents with a 302 back to the redirect URI), ``token_uri`` (POST,
   authorization_code with PKCE S256 and refresh_token grants), ``revoke_uri`` (POST), and
   ``GET {api_root}oauth2/v3/userinfo``.

@@ -1,8 +1,16 @@
-# Two commands on a fresh machine (only python3 needed):
+# Two commands on a fresh machine (only python3.12 and make needed):
 #   make run    install and serve all three functions locally, embedded stores
 #   make test   install everything the tests need (incl. Directus 12), lint, type check, every test tier
 SHELL := /bin/bash
-PYTHON ?= python3
+# One Python everywhere: the functions' runtime (python312 in terraform/functions.tf), pyproject.toml, the
+# lock, Cloud Build and this venv (tests/unit/test_python_version.py holds them together). A pyenv shim
+# answers only when pyenv selects 3.12, so fall back to the newest installed pyenv 3.12.x.
+PYTHON_VERSION := 3.12
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(or $(shell python$(PYTHON_VERSION) -c 'import sys; print(sys.executable)' 2>/dev/null),$(shell \
+	PYENV_VERSION="$$(pyenv versions --bare 2>/dev/null | grep -E '^$(subst .,\.,$(PYTHON_VERSION))\.[0-9]+$$' | sort -V | tail -n 1)" \
+	python$(PYTHON_VERSION) -c 'import sys; print(sys.executable)' 2>/dev/null),python$(PYTHON_VERSION))
+endif
 UV_VERSION := 0.13.8
 TOOLS := $(CURDIR)/.cache/tools
 UV := $(TOOLS)/bin/uv
@@ -11,14 +19,22 @@ BIN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
 export UV
 
-.PHONY: install run test test-deps lint fmt unit directus iac requirements tf-check bundle bench clean
+.PHONY: install run test test-deps lint fmt unit directus iac requirements tf-check bundle bench clean python
 
-$(UV):
+# Fails early, naming what to install, instead of letting uv pick (or download) another Python.
+python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(PYTHON_VERSION)".split("."))))' 2>/dev/null || { \
+	  echo "make: Python $(PYTHON_VERSION) is required (the functions run python$(subst .,,$(PYTHON_VERSION))), but '$(PYTHON)' is missing or another version." >&2; \
+	  echo "      Install Python $(PYTHON_VERSION) with venv (e.g. 'pyenv install $(PYTHON_VERSION)', or your system's python$(PYTHON_VERSION) package)," >&2; \
+	  echo "      or point PYTHON at one: make PYTHON=/path/to/python$(PYTHON_VERSION) ..." >&2; \
+	  exit 1; }
+
+$(UV): | python
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 # The venv is rebuilt only when the lock changes.
-$(VENV)/.installed: uv.lock pyproject.toml | $(UV)
+$(VENV)/.installed: uv.lock pyproject.toml | python $(UV)
 	$(UV) sync --frozen --all-extras
 	touch $@
 
@@ -32,7 +48,7 @@ directus: install
 	bash scripts/install_directus.sh $(VENV)
 
 # checkov cannot share an environment with pytest (packaging pins); it gets its own, from the same lock.
-.cache/iac/.installed: uv.lock | $(UV)
+.cache/iac/.installed: uv.lock | python $(UV)
 	$(UV) export --frozen --only-group iac --no-emit-project --no-hashes --no-header --format requirements-txt -o .cache/iac-requirements.txt
 	$(UV) venv --quiet --allow-existing .cache/iac
 	$(UV) pip install --quiet --python .cache/iac/bin/python -r .cache/iac-requirements.txt

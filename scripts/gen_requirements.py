@@ -4,6 +4,11 @@ Cloud Functions' Python runtime installs ``requirements.txt`` beside ``main.py``
 pyproject.toml or uv.lock. These files are therefore generated, never edited by hand: the export is
 universal (environment markers kept), so the same pins resolve on the python312 runtime and on a laptop.
 
+Every pin carries the ``--hash=sha256:...`` of each file uv.lock records for it. A single hash puts pip (and
+``uv pip install``) in hash-checking mode: every requirement must then be pinned and hashed (the export is
+complete, transitive dependencies included), and a download whose digest is not one the lock recorded fails
+the build instead of being deployed. The deploy thus installs exactly the files that were locked and tested.
+
 Usage:
     python scripts/gen_requirements.py           # (re)write the files
     python scripts/gen_requirements.py --check   # exit 1 when a file is missing or differs (CI)
@@ -35,7 +40,6 @@ EXPORT_ARGS = (
     "--frozen",
     "--no-dev",
     "--no-emit-project",
-    "--no-hashes",
     "--no-header",
     "--format",
     "requirements-txt",

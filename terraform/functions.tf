@@ -14,6 +14,21 @@ locals {
     },
     var.directus_public_url == null ? {} : { DIRECTUS_PUBLIC_URL = var.directus_public_url },
   )
+
+  # Settings only one function reads.
+  function_environment = {
+    booking_hook    = {}
+    calendar_import = {}
+    # Who may complete a consent; "any" is an explicit choice, never a default.
+    oauth_callback = { ALLOWED_GOOGLE_ACCOUNTS = var.allowed_google_accounts }
+  }
+
+  # The Python Functions Framework serves requests on gunicorn threads, THREADS of them (default 4 per
+  # CPU): with more concurrency than threads, Cloud Run's extra requests would only queue inside the instance.
+  runtime_environment = {
+    for key in keys(local.functions) :
+    key => var.functions[key].concurrency > 1 ? { THREADS = tostring(var.functions[key].concurrency) } : {}
+  }
 }
 
 resource "google_cloudfunctions2_function" "main" {
@@ -47,13 +62,14 @@ resource "google_cloudfunctions2_function" "main" {
     timeout_seconds                  = var.functions[each.key].timeout_seconds
     min_instance_count               = var.functions[each.key].min_instances
     max_instance_count               = var.functions[each.key].max_instances
-    max_instance_request_concurrency = 1
-    # Reachable from the internet (Directus, browsers, Cloud Scheduler are not in a VPC); who may invoke is
-    # decided by the Cloud Run invoker bindings in service_accounts.tf.
-    ingress_settings               = "ALLOW_ALL"
+    max_instance_request_concurrency = var.functions[each.key].concurrency
+    # Reachable from the internet by default (Directus, browsers, Cloud Scheduler are not in a VPC); who may
+    # invoke is decided by the Cloud Run invoker bindings in service_accounts.tf. ALLOW_INTERNAL_AND_GCLB
+    # puts a function behind a load balancer only (booking_hook's rate limit, docs/DEPLOY.md).
+    ingress_settings               = var.functions[each.key].ingress
     all_traffic_on_latest_revision = true
 
-    environment_variables = local.environment
+    environment_variables = merge(local.environment, local.function_environment[each.key], local.runtime_environment[each.key])
 
     dynamic "secret_environment_variables" {
       for_each = local.secret_env[each.key]
@@ -70,6 +86,7 @@ resource "google_cloudfunctions2_function" "main" {
     google_project_service.main,
     google_project_iam_member.builder_logs,
     google_project_iam_member.builder_sources,
+    google_storage_bucket_iam_member.builder_sources,
     google_artifact_registry_repository_iam_member.builder,
     google_secret_manager_secret_iam_member.reader,
   ]

@@ -28,13 +28,21 @@ resource "google_service_account" "builder" {
   depends_on = [google_project_service.main]
 }
 
-# Firestore (the SyncStore) grants access only at project level; datastore.user is data read/write, no admin.
+# Firestore (the SyncStore) grants roles only at project level; datastore.user is data read/write, no admin,
+# and the IAM condition narrows it to calsync's own database (Firestore evaluates resource.name per database),
+# so another database in the project stays out of the functions' reach.
 resource "google_project_iam_member" "function_firestore" {
   for_each = local.functions
 
   project = var.project_id
   role    = "roles/datastore.user"
   member  = "serviceAccount:${google_service_account.function[each.key].email}"
+
+  condition {
+    title       = "calsync-firestore-database-only"
+    description = "Only the calsync Firestore database"
+    expression  = "resource.name == \"projects/${var.project_id}/databases/${google_firestore_database.main.name}\""
+  }
 }
 
 resource "google_project_iam_member" "builder_logs" {
@@ -43,12 +51,27 @@ resource "google_project_iam_member" "builder_logs" {
   member  = "serviceAccount:${google_service_account.builder.email}"
 }
 
-# The build fetches the staged source from the bucket Cloud Functions manages itself (gcf-v2-sources-*),
-# whose name Terraform does not control, hence read access at project level (what Google documents).
+# The build fetches the staged source from the buckets Cloud Functions manages itself (gcf-v2-sources-*,
+# gcf-v2-uploads-*), whose names Terraform does not control, hence a project-level grant (what Google
+# documents), conditioned on those bucket names: no other bucket's objects in the project are readable.
+# resource.name is projects/_/buckets/BUCKET for bucket-level checks (list) and .../objects/NAME for reads.
 resource "google_project_iam_member" "builder_sources" {
   project = var.project_id
   role    = "roles/storage.objectViewer"
   member  = "serviceAccount:${google_service_account.builder.email}"
+
+  condition {
+    title       = "calsync-gcf-source-buckets-only"
+    description = "Only the buckets Cloud Functions stages function sources in"
+    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-\") || resource.name.startsWith(\"projects/_/buckets/gcf-v2-uploads-\")"
+  }
+}
+
+# Our own source bucket, granted on the bucket itself (not the project).
+resource "google_storage_bucket_iam_member" "builder_sources" {
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.builder.email}"
 }
 
 resource "google_artifact_registry_repository_iam_member" "builder" {

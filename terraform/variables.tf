@@ -47,13 +47,32 @@ variable "directus_url" {
 }
 
 variable "directus_public_url" {
-  description = "URL people open Directus at, where the OAuth flow sends them back (DIRECTUS_PUBLIC_URL); null: directus_url."
+  description = "Base URL people open Directus at, where the OAuth flow sends them back and links in events point (DIRECTUS_PUBLIC_URL), without /admin; null: directus_url."
   type        = string
   default     = null
 
   validation {
     condition     = var.directus_public_url == null || can(regex("^https://[^/?#\\s]+(/[^?#\\s]*)?$", var.directus_public_url))
     error_message = "directus_public_url must be null or an https:// URL without query or fragment."
+  }
+
+  # calsync appends /admin/... itself: a base ending in /admin makes every link /admin/admin/...
+  validation {
+    condition     = var.directus_public_url == null || !can(regex("/admin/*$", var.directus_public_url))
+    error_message = "directus_public_url must be the Directus base URL without /admin (e.g. https://crm.example.com): calsync adds /admin to its links."
+  }
+}
+
+variable "allowed_google_accounts" {
+  description = "Who may connect the Google account (oauth_callback's ALLOWED_GOOGLE_ACCOUNTS): comma-separated emails and/or @domain entries, or the explicit word any. Required: anyone holding the Connect link could otherwise connect their own calendar."
+  type        = string
+
+  validation {
+    condition = var.allowed_google_accounts == "any" || alltrue([
+      for entry in split(",", var.allowed_google_accounts) :
+      can(regex("^([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+)?@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9-]{2,}$", trimspace(entry)))
+    ])
+    error_message = "allowed_google_accounts must be any, or a comma-separated list of emails (ops@example.com) and @domain entries (@example.com)."
   }
 }
 
@@ -135,31 +154,64 @@ variable "deletion_protection" {
 }
 
 variable "functions" {
-  description = "Size of each function; every attribute is optional."
+  description = "Size of each function; every attribute is optional. concurrency: requests one instance serves at once (Cloud Run allows up to 1000, but above 1 only with cpu >= 1)."
   type = object({
+    # booking_hook: 80 concurrent requests on 1 vCPU. The handler is I/O bound (it waits on Directus and
+    # Google) and thread-safe (per-thread HTTP sessions, Calendar calls serialised per instance), so one
+    # instance absorbs a Directus bulk edit (one Flow call per item) instead of starting one per call.
+    # Public endpoint: see docs/DEPLOY.md "Rate-limiting the public hook" for what to put in front of it.
     booking_hook = optional(object({
-      memory          = optional(string, "256M")
-      cpu             = optional(string, "0.167")
+      memory          = optional(string, "512M")
+      cpu             = optional(string, "1")
+      concurrency     = optional(number, 80)
       timeout_seconds = optional(number, 60)
       min_instances   = optional(number, 0)
       max_instances   = optional(number, 5)
+      ingress         = optional(string, "ALLOW_ALL")
     }), {})
+    # calendar_import: one cycle at a time by design (a lease; a second call answers 409).
     calendar_import = optional(object({
       memory          = optional(string, "512M")
       cpu             = optional(string, "0.333")
+      concurrency     = optional(number, 1)
       timeout_seconds = optional(number, 540)
       min_instances   = optional(number, 0)
       max_instances   = optional(number, 1)
+      ingress         = optional(string, "ALLOW_ALL")
     }), {})
     oauth_callback = optional(object({
       memory          = optional(string, "256M")
       cpu             = optional(string, "0.167")
+      concurrency     = optional(number, 1)
       timeout_seconds = optional(number, 60)
       min_instances   = optional(number, 0)
       max_instances   = optional(number, 2)
+      ingress         = optional(string, "ALLOW_ALL")
     }), {})
   })
   default = {}
+
+  validation {
+    condition = alltrue([
+      for f in values(var.functions) : f.concurrency >= 1 && f.concurrency <= 1000 && floor(f.concurrency) == f.concurrency
+    ])
+    error_message = "concurrency must be a whole number from 1 to 1000."
+  }
+
+  validation {
+    condition = alltrue([
+      for f in values(var.functions) : f.concurrency == 1 || try(tonumber(f.cpu) >= 1, false)
+    ])
+    error_message = "concurrency above 1 needs cpu of at least 1 (Cloud Run serves one request at a time below one vCPU)."
+  }
+
+  # ALLOW_INTERNAL_AND_GCLB: only through a load balancer, e.g. the Cloud Armor rate limit in docs/DEPLOY.md.
+  validation {
+    condition = alltrue([
+      for f in values(var.functions) : contains(["ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"], f.ingress)
+    ])
+    error_message = "ingress must be ALLOW_ALL, ALLOW_INTERNAL_ONLY or ALLOW_INTERNAL_AND_GCLB."
+  }
 
   validation {
     condition = alltrue([

@@ -1,4 +1,5 @@
-"""The per-function requirements.txt files are generated from uv.lock and agree with it, pin for pin."""
+"""The per-function requirements.txt files are generated from uv.lock and agree with it, pin for pin and
+hash for hash (pip's hash-checking mode: the deploy installs exactly the files that were locked)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from tests.parts.availability import part_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ("booking_hook", "calendar_import", "oauth_callback")
-PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;]+)\s*(?:;\s*(?P<marker>.+))?$")
+PIN = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;]+)\s*(?:;\s*(?P<marker>.+?))?"
+    r"(?P<hashes>(?:\s+--hash=sha256:[0-9a-f]{64})*)$"
+)
 # Cloud Functions' python312 runtime: Linux x86_64, CPython 3.12.
 RUNTIME = {
     "python_version": "3.12",
@@ -33,28 +37,48 @@ RUNTIME = {
 
 
 def locked_versions() -> dict[str, set[str]]:
-    lock = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
     versions: dict[str, set[str]] = {}
-    for package in lock["package"]:
-        if "version" in package:
-            versions.setdefault(canonicalize_name(package["name"]), set()).add(package["version"])
+    for name, version in locked_hashes():
+        versions.setdefault(name, set()).add(version)
     return versions
 
 
-def pins(function: str) -> dict[str, tuple[str, str | None]]:
-    """name -> (version, marker) from the function's requirements.txt; every requirement line must be a pin."""
+def locked_hashes() -> dict[tuple[str, str], set[str]]:
+    """(name, version) -> the sha256 of every file (sdist and wheels) uv.lock records for it."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
+    hashes: dict[tuple[str, str], set[str]] = {}
+    for package in lock["package"]:
+        if "version" in package:
+            files = [package.get("sdist", {}), *package.get("wheels", [])]
+            hashes[(canonicalize_name(package["name"]), package["version"])] = {
+                f["hash"] for f in files if "hash" in f
+            }
+    return hashes
+
+
+def requirement_lines(text: str) -> list[str]:
+    """Logical requirement lines: backslash continuations joined, comments and blank lines dropped."""
+    logical = re.sub(r"\\\n", " ", text)
+    return [s for line in logical.splitlines() if (s := line.strip()) and not s.startswith("#")]
+
+
+def parsed(function: str) -> dict[str, tuple[str, str | None, set[str]]]:
+    """name -> (version, marker, hashes) from the function's requirements.txt; every requirement is a pin."""
     path = ROOT / "functions" / function / "requirements.txt"
     if not path.is_file():
         pytest.fail(f"{path.relative_to(ROOT)} is missing: run `make requirements`")
-    result: dict[str, tuple[str, str | None]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = PIN.match(stripped)
-        assert match, f"{path.name} of {function}: not an exact pin: {stripped!r}"
-        result[canonicalize_name(match["name"])] = (match["version"], match["marker"])
+    result: dict[str, tuple[str, str | None, set[str]]] = {}
+    for line in requirement_lines(path.read_text(encoding="utf-8")):
+        match = PIN.match(line)
+        assert match, f"{path.name} of {function}: not an exact pin: {line!r}"
+        hashes = {h.removeprefix("--hash=") for h in match["hashes"].split()}
+        result[canonicalize_name(match["name"])] = (match["version"], match["marker"], hashes)
     return result
+
+
+def pins(function: str) -> dict[str, tuple[str, str | None]]:
+    """name -> (version, marker) from the function's requirements.txt."""
+    return {name: (version, marker) for name, (version, marker, _h) in parsed(function).items()}
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -63,6 +87,16 @@ def test_every_pin_equals_the_lock(function: str) -> None:
     for name, (version, _marker) in pins(function).items():
         assert name in locked, f"{function}: {name} is not in uv.lock"
         assert version in locked[name], f"{function}: {name}=={version}, uv.lock has {sorted(locked[name])}"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_pin_carries_exactly_the_locks_hashes(function: str) -> None:
+    """pip turns hash-checking on for the whole file once one line has a hash: all must have them, and only
+    digests of files uv.lock recorded (so a re-uploaded or substituted file fails the deploy's install)."""
+    locked = locked_hashes()
+    for name, (version, _marker, hashes) in parsed(function).items():
+        assert hashes, f"{function}: {name}=={version} has no --hash (run `make requirements`)"
+        assert hashes == locked[(name, version)], f"{function}: {name}=={version} hashes differ from uv.lock"
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

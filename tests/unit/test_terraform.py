@@ -217,7 +217,7 @@ def test_source_bucket_is_private_uniform_and_versioned(tf: Config) -> None:
 
 
 def test_environment_is_the_products_contract(tf: Config) -> None:
-    environment = str(tf.locals["environment"])
+    environment = str([tf.locals["environment"], tf.locals["function_environment"]])
     names = set(re.findall(r"\b([A-Z][A-Z_]+)\b", environment))
     names |= {secret["env"] for secret in tf.locals["secrets"].values() if secret["env"]}
     known = {name.upper() for name in Settings.model_fields}
@@ -225,7 +225,7 @@ def test_environment_is_the_products_contract(tf: Config) -> None:
     for required in ("STORE", "TOKEN_STORE", "GOOGLE_CLIENT_ID", "GOOGLE_REDIRECT_URI", "GOOGLE_CALENDAR_ID",
                      "DIRECTUS_URL", "DIRECTUS_PUBLIC_URL", "DIRECTUS_COLLECTION", "TIMEZONE",
                      "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLIENT_SECRET", "WEBHOOK_SECRET", "CONNECT_KEY",
-                     "DIRECTUS_TOKEN"):  # fmt: skip
+                     "DIRECTUS_TOKEN", "ALLOWED_GOOGLE_ACCOUNTS"):  # fmt: skip
         assert required in names, required
     assert "firestore" in str(tf.locals["store"])
     assert str(tf.locals["token_store"]).startswith("secretmanager://projects/${var.project_id}/secrets/")
@@ -352,3 +352,167 @@ def test_every_reference_is_declared(tf: Config) -> None:
         assert (kind, name) in tf.data, f"undeclared data.{kind}.{name}"
     for kind, name in set(re.findall(r"(?<![.\w])(google_[a-z0-9_]+)\.([a-z_][a-z0-9_]*)", expressions)):
         assert (kind, name) in tf.resources, f"undeclared {kind}.{name}"
+
+
+# --- issue 13: who may connect, booking_hook concurrency, conditioned grants, public URL ----------------
+
+
+def test_allowed_google_accounts_is_required_and_reaches_oauth_callback_only(tf: Config) -> None:
+    variable = tf.variables["allowed_google_accounts"]
+    assert "default" not in variable, "no default: who may connect is always an explicit choice"
+    assert "any" in str(variable["validation"])
+    per_function = tf.locals["function_environment"]
+    assert set(per_function) == FUNCTIONS
+    assert per_function["oauth_callback"] == {"ALLOWED_GOOGLE_ACCOUNTS": "${var.allowed_google_accounts}"}
+    assert "ALLOWED_GOOGLE_ACCOUNTS" not in str(
+        [per_function["booking_hook"], per_function["calendar_import"]]
+    )
+    assert "ALLOWED_GOOGLE_ACCOUNTS" not in str(tf.locals["environment"]), "only oauth_callback needs it"
+    service = one(tf.resources[("google_cloudfunctions2_function", "main")]["service_config"])
+    assert "local.function_environment[each.key]" in service["environment_variables"]
+    example = (TERRAFORM / "terraform.tfvars.example").read_text(encoding="utf-8")
+    assert re.search(r"^allowed_google_accounts\s*=", example, flags=re.MULTILINE)
+    comment = example[: example.index("allowed_google_accounts =")].rsplit("\n\n", 1)[-1]
+    assert "@domain" in comment and '"any"' in comment, "the example explains the forms it accepts"
+
+
+def function_defaults(tf: Config, function: str) -> dict[str, str]:
+    """The optional(...) defaults of one function in var.functions' type."""
+    body = re.search(rf"{function} = optional\(object\(\{{(.*?)\}}\)", str(tf.variables["functions"]["type"]))
+    assert body, function
+    return dict(re.findall(r"(\w+) = optional\(\w+, \"?([^\")]+)\"?\)", body[1]))
+
+
+def test_concurrency_is_per_function_and_booking_hook_serves_many(tf: Config) -> None:
+    service = one(tf.resources[("google_cloudfunctions2_function", "main")]["service_config"])
+    assert service["max_instance_request_concurrency"] == "${var.functions[each.key].concurrency}"
+    hook = function_defaults(tf, "booking_hook")
+    assert int(hook["concurrency"]) > 1 and float(hook["cpu"]) >= 1, hook
+    for function in ("calendar_import", "oauth_callback"):
+        assert function_defaults(tf, function)["concurrency"] == "1", function
+    # Functions Framework's gunicorn runs THREADS threads: at least as many as Cloud Run sends at once.
+    assert "THREADS = tostring(var.functions[key].concurrency)" in tf.locals["runtime_environment"]
+    assert "local.runtime_environment[each.key]" in service["environment_variables"]
+    assert service["ingress_settings"] == "${var.functions[each.key].ingress}"
+    text = tf.text["variables.tf"]
+    assert "Rate-limiting the public hook" in text, "the concurrency comment points at the rate-limit docs"
+
+
+def test_docs_say_how_to_rate_limit_the_public_hook() -> None:
+    deploy = (ROOT / "docs" / "DEPLOY.md").read_text(encoding="utf-8")
+    assert "### Rate-limiting the public hook" in deploy
+    section = deploy[deploy.index("### Rate-limiting the public hook") :]
+    section = section[: section.find("\n## ")]
+    assert "gcloud compute security-policies rules create" in section and "--action=throttle" in section
+    assert "--network-endpoint-type=serverless" in section
+    assert "ALLOW_INTERNAL_AND_GCLB" in section, "without it the direct URL bypasses the limit"
+    assert "--booking-hook-url" in section, "Directus must be pointed at the load balancer"
+
+
+def test_project_level_grants_are_conditioned_to_calsyncs_resources(tf: Config) -> None:
+    project_grants = tf.of_type("google_project_iam_member")
+    unconditioned = {name for name, body in project_grants.items() if "condition" not in body}
+    # logging.logWriter has no resource to narrow it to.
+    assert unconditioned == {"builder_logs"}, unconditioned
+    assert project_grants["builder_logs"]["role"] == "roles/logging.logWriter"
+    for name, body in project_grants.items():
+        if "condition" in body:
+            condition = one(body["condition"])
+            assert condition["title"] and condition["expression"], name
+    firestore = one(project_grants["function_firestore"]["condition"])["expression"]
+    assert firestore == (
+        'resource.name == \\"projects/${var.project_id}/databases/${google_firestore_database.main.name}\\"'
+    ), firestore
+    sources = one(project_grants["builder_sources"]["condition"])["expression"]
+    prefixes = re.findall(r'resource\.name\.startsWith\(\\"([^"\\]+)\\"\)', sources)
+    assert prefixes and all(p.startswith("projects/_/buckets/gcf-v2-") for p in prefixes), sources
+    assert set(re.split(r"\s*\|\|\s*", sources)) == {f'resource.name.startsWith(\\"{p}\\")' for p in prefixes}
+    # Our own bucket is granted on the bucket, not through the project.
+    bucket = tf.resources[("google_storage_bucket_iam_member", "builder_sources")]
+    assert bucket["bucket"] == "${google_storage_bucket.sources.name}"
+    assert bucket["role"] == "roles/storage.objectViewer"
+    assert bucket["member"] == "serviceAccount:${google_service_account.builder.email}"
+
+
+# Variable validations, evaluated by terraform itself: the variables alone need no provider, so
+# `terraform plan` on a copy of variables.tf runs offline in a fraction of a second.
+REQUIRED_VARS = {
+    "project_id": "my-calsync-project",
+    "directus_url": "https://crm.example.com",
+    "google_client_id": "1234567890-abc.apps.googleusercontent.com",
+    "allowed_google_accounts": "any",
+}
+
+
+@pytest.fixture(scope="module")
+def variables_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        part_unavailable("terraform", "install terraform >= 1.5 (no provider download needed)")
+    folder = tmp_path_factory.mktemp("variables-only")
+    shutil.copy(TERRAFORM / "variables.tf", folder / "variables.tf")
+    subprocess.run([terraform, "init", "-input=false", "-backend=false"], cwd=folder, check=True,
+                   capture_output=True)  # fmt: skip
+    return folder
+
+
+def plan_variables(folder: Path, values: dict[str, str], var_file: Path | None = None) -> tuple[bool, str]:
+    args = ["terraform", "plan", "-input=false", "-refresh=false", "-no-color"]
+    if var_file is not None:
+        shutil.copy(var_file, folder / "given.tfvars")
+        args.append("-var-file=given.tfvars")
+    for name, value in values.items():
+        args.append(f"-var={name}={value}")
+    result = subprocess.run(args, cwd=folder, capture_output=True, text=True, check=False,
+                            env={**os.environ, "TF_IN_AUTOMATION": "1"})  # fmt: skip
+    return result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("allowed_google_accounts", "any", True),
+        ("allowed_google_accounts", "ops@example.com", True),
+        ("allowed_google_accounts", "ops@example.com, @example.org,first.last+cal@sub.example.co.uk", True),
+        ("allowed_google_accounts", "@example.com", True),
+        ("allowed_google_accounts", "", False),
+        ("allowed_google_accounts", "anyone", False),
+        ("allowed_google_accounts", "ANY", False),
+        ("allowed_google_accounts", "any,ops@example.com", False),
+        ("allowed_google_accounts", "ops@example.com,", False),
+        ("allowed_google_accounts", "ops@localhost", False),
+        ("allowed_google_accounts", "ops example@example.com", False),
+        ("allowed_google_accounts", "example.com", False),
+        ("directus_public_url", "https://crm.example.com", True),
+        ("directus_public_url", "https://example.com/crm", True),
+        ("directus_public_url", "https://example.com/administration", True),
+        ("directus_public_url", "https://crm.example.com/admin", False),
+        ("directus_public_url", "https://crm.example.com/admin/", False),
+        ("directus_public_url", "https://example.com/crm/admin", False),
+        ("functions", "{booking_hook={concurrency=1000}}", True),
+        ("functions", "{booking_hook={concurrency=1001}}", False),
+        ("functions", "{booking_hook={concurrency=0}}", False),
+        ("functions", '{booking_hook={cpu="0.5"}}', False),
+        ("functions", '{booking_hook={cpu="0.5", concurrency=1}}', True),
+        ("functions", "{oauth_callback={concurrency=10}}", False),
+        ("functions", '{oauth_callback={concurrency=10, cpu="1"}}', True),
+        ("functions", '{booking_hook={ingress="ALLOW_INTERNAL_AND_GCLB"}}', True),
+        ("functions", '{booking_hook={ingress="INTERNAL"}}', False),
+    ],
+)
+def test_variable_validation(variables_only: Path, name: str, value: str, accepted: bool) -> None:
+    ok, output = plan_variables(variables_only, {**REQUIRED_VARS, name: value})
+    assert ok == accepted, output[-1500:]
+    if not accepted:
+        assert f'variable "{name}"' in output, output[-1500:]
+
+
+def test_allowed_google_accounts_has_no_default(variables_only: Path) -> None:
+    ok, output = plan_variables(variables_only, {k: v for k, v in REQUIRED_VARS.items()
+                                                 if k != "allowed_google_accounts"})  # fmt: skip
+    assert not ok and "allowed_google_accounts" in output, output[-1500:]
+
+
+def test_tfvars_example_passes_every_validation(variables_only: Path) -> None:
+    ok, output = plan_variables(variables_only, {}, TERRAFORM / "terraform.tfvars.example")
+    assert ok, output[-1500:]

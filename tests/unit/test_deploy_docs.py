@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from calsync.cli import SETUP_OPTIONS, build_parser
-from calsync.oauth import SCOPES
+from calsync.web.oauth import SCOPES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = (ROOT / "docs" / "DEPLOY.md").read_text(encoding="utf-8")

@@ -7,7 +7,8 @@ and written as strings; ``timestamp`` fields come back in UTC as ``...sssZ`` wha
 a create without ``start_datetime`` (required by setup) is refused whole; bulk updates and deletes skip
 keys that no longer exist; a single-item read of a missing item is "no such item".
 
-Test API, as the people around it: ``person_create``, ``person_update``, ``person_delete`` (writes by a
+Test API, as the people around it: ``person_create``, ``person_update``, ``person_update_many``,
+``person_delete`` (writes by a
 person, which the Flow would deliver: ``on_change`` is called with ``(action, keys, user)`` for every
 write, the sync's own included, as Directus fires the Flow for every write); ``rows()``; faults:
 ``fail_next(n)`` (the next ``n`` calls answer 503), ``blank_reads`` (every read answers no rows, as a
@@ -62,6 +63,11 @@ class MemoryDirectus:
     def fail_next(self, count: int = 1) -> None:
         with self._lock:
             self._failures += count
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self.blank_reads = False
 
     def _call(self, user: str = SYNC_USER) -> None:
         """One request of the sync (a person's writes do not pass through the sync's faults)."""
@@ -222,6 +228,10 @@ class MemoryDirectus:
     def person_update(self, key: str | int, **changes: Any) -> dict[str, Any] | None:
         rows = self._update({str(key): changes}, PERSON)
         return rows[0] if rows else None
+
+    def person_update_many(self, keys: Iterable[str | int], **changes: Any) -> list[dict[str, Any]]:
+        """One bulk edit (the Flow delivers it once, with every key)."""
+        return self._update({str(key): dict(changes) for key in keys}, PERSON)
 
     def person_delete(self, *keys: str | int) -> None:
         self._delete([str(k) for k in keys], PERSON)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,10 @@ from calsync.state.store import (
 
 
 class MemorySyncStore(SyncStore):
-    def __init__(self) -> None:
+    """``clock`` is when leases are taken and expire, if the caller says no other time."""
+
+    def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
+        self.clock = clock
         self._lock = threading.RLock()
         self._mappings: dict[tuple[str, str, str], EventMapping] = {}
         self._cursors: dict[tuple[str, str], Cursor] = {}
@@ -176,7 +179,7 @@ class MemorySyncStore(SyncStore):
 
     # -- leases ---------------------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: timedelta, now: datetime | None = None) -> bool:
-        now = now or utcnow()
+        now = now or self.clock()
         with self._lock:
             current = self._leases.get(name)
             if current is not None and current[0] != holder and current[1] > now:

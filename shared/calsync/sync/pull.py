@@ -30,12 +30,15 @@ from calsync.sync.booking import (
     PRIVATE_COLLECTION,
     PRIVATE_HASH,
     PRIVATE_KEY,
+    InvalidBooking,
     event_hash,
     event_to_booking,
     parse_instant,
     private_properties,
 )
 from calsync.sync.guards import guard_limit
+from calsync.sync.ids import event_id_for
+from calsync.sync.plan import event_for
 from calsync.sync.ports import Calendar, EventsPage, EventWrite, SyncContext
 
 log = logging.getLogger(__name__)
@@ -213,6 +216,10 @@ class Puller:
             if booking is None:
                 continue  # deleted in Directus; the delete delivery (or the outbox) removes the event
             if self._directus_wins(mapping, booking, event):
+                # Google holds something else now: say so in the mapping, and the booking's push (queued
+                # here, drained later in this cycle) writes the Directus version over it.
+                self.store.put_mappings([dataclasses.replace(mapping, content_hash=digest)])
+                self.store.enqueue(self.connection, self.collection, mapping.booking_key, "upsert")
                 continue
             values = self._booking_values(event)
             if values is None:
@@ -230,8 +237,10 @@ class Puller:
         booking_changed = booking.get(FIELDS.date_updated)
         if not booking_changed or booking_changed == mapping.directus_updated:
             return False
-        if booking.get("user_updated") and booking.get("user_updated") == self.ctx.sync_user_id:
+        if booking.get(FIELDS.user_updated) and booking.get(FIELDS.user_updated) == self.ctx.sync_user_id:
             return False  # the last Directus change was our own write-back, not a person's edit
+        if self._unchanged(mapping, booking):
+            return False  # a Directus edit that changed nothing the event holds is no conflict
         directus_at, google_at = _instant(booking_changed), _instant(event.get("updated"))
         directus_wins = directus_at is not None and google_at is not None and directus_at > google_at
         log.info(
@@ -246,6 +255,13 @@ class Puller:
         )
         self.summary.conflicts_directus_won += directus_wins
         return directus_wins
+
+    def _unchanged(self, mapping: EventMapping, booking: dict[str, Any]) -> bool:
+        try:
+            body = event_for(self.config, mapping.booking_key, booking)
+        except InvalidBooking:
+            return False
+        return bool(body["extendedProperties"]["private"][PRIVATE_HASH] == mapping.content_hash)
 
     @staticmethod
     def _brief(booking: dict[str, Any]) -> dict[str, Any]:
@@ -300,7 +316,7 @@ class Puller:
         so a failure leaves at most one part created but unmapped (``_relink`` finds it). The events are
         stamped together at the end, in full batches."""
         ready: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for event in self._relink(events):
+        for event in self._adopt_our_own(self._relink(events)):
             values = self._booking_values(event)
             if values is not None:
                 extra = {FIELDS.google_event_id: event["id"], FIELDS.sync_status: "synced"}
@@ -341,6 +357,30 @@ class Puller:
             row.get(FIELDS.date_updated),
             self.ctx.clock(),
         )
+
+    def _adopt_our_own(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of these unmapped, unlinked events, those this sync inserted for a booking (its derived id, its key
+        stamped) are not new bookings: the insert's answer was lost before the mapping was written. Their
+        booking's push settles them (it exists: the event is mapped to it; proven gone: the event goes), so
+        each gets an outbox intent; the rest are returned, to be created."""
+        ours: list[str] = []
+        rest: list[dict[str, Any]] = []
+        for event in events:
+            key = private_properties(event).get(PRIVATE_KEY)
+            if key and event["id"] == event_id_for(self.connection, self.collection, key):
+                ours.append(key)
+            else:
+                rest.append(event)
+        for key in ours:
+            self.store.enqueue(
+                self.connection, self.collection, key, "upsert", error="the event exists unmapped"
+            )
+        if ours:
+            log.info(
+                "events of our own without a mapping; their bookings are pushed",
+                extra=logs.fields(keys=ours[:20]),
+            )
+        return rest
 
     def _relink(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Of these unmapped events, those whose booking exists already (its google_event_id says so) are

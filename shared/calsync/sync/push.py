@@ -307,14 +307,8 @@ class Pusher:
         targets: list[tuple[str, str]] = []
         for key in keys:
             mapping = mappings.get(key)
-            pending = self.store.get_outbox(self.connection, self.collection, key)
-            if mapping is None and pending is not None and pending.action == "upsert":
-                # created while Google was unreachable and deleted before it ever got there: nothing to do
-                self.store.discard_outbox(self.connection, self.collection, key)
-                outcome.deleted.append(key)
-                continue
-            # Without a mapping the event may still exist (a crash between insert and mapping): the
-            # derived id finds it; 404 then just means there was nothing.
+            # Without a mapping the event may still exist (an insert whose answer was lost, a crash between
+            # insert and mapping): the derived id finds it; 404 then just means there was nothing.
             targets.append(
                 (key, mapping.event_id if mapping else event_id_for(self.connection, self.collection, key))
             )

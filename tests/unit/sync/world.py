@@ -9,18 +9,48 @@ them); ``World.cycle`` is what calendar_import does.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from calsync.directus.memory import SYNC_USER, MemoryDirectus
 from calsync.google.memory import MemoryCalendar
 from calsync.state.memory import MemorySyncStore
-from calsync.state.store import OutboxAction
+from calsync.state.store import OutboxAction, SyncStore
 from calsync.sync.cycle import CycleResult, run_cycle
 from calsync.sync.ports import Calendar, SyncConfig, SyncContext
 from calsync.sync.push import Pusher, PushOutcome, queue_failures
 
 START = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+
+
+class Crash(BaseException):
+    """The process died (a BaseException: nothing in the product may catch it)."""
+
+
+class CrashingStore(MemorySyncStore):
+    """A store whose ``crash_after(n)``-th call from now kills the process, before that call does anything."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.countdown: int | None = None
+        for name in dir(SyncStore):
+            if not name.startswith("_") and name != "close" and callable(getattr(SyncStore, name)):
+                setattr(self, name, self._counted(getattr(self, name)))
+
+    def crash_after(self, calls: int) -> None:
+        self.countdown = calls
+
+    def _counted(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.countdown is not None:
+                if self.countdown == 0:
+                    self.countdown = None
+                    raise Crash
+                self.countdown -= 1
+            return method(*args, **kwargs)
+
+        return call
 
 
 class Clock:
@@ -49,7 +79,7 @@ class World:
         self.flow: list[Delivery] = []
         self.directus = MemoryDirectus(clock=self.clock, on_change=self._flow)
         self.google = MemoryCalendar(clock=self.clock)
-        self.store = MemorySyncStore()
+        self.store = CrashingStore(self.clock)
         self.connected = connected
         self.config = SyncConfig(**config)
         self.ctx = self.context()
@@ -66,7 +96,7 @@ class World:
 
     def lose_store(self) -> None:
         """The state store is gone (a new SQLite file, a wiped Firestore): everything else stays."""
-        self.store = MemorySyncStore()
+        self.store = CrashingStore(self.clock)
         self.ctx = self.context()
 
     def _calendar(self) -> Calendar | None:
@@ -75,6 +105,19 @@ class World:
     def _flow(self, action: str, keys: list[str], user: str) -> None:
         if user != SYNC_USER:  # the Flow's condition: the sync's own writes are not delivered
             self.flow.append(Delivery("delete" if action == "delete" else "upsert", tuple(keys)))
+
+    def run(self, step: Callable[[], object]) -> None:
+        """Run a step of the functions; if the process dies in it, the next instance starts once the dead
+        one's leases have expired (what it wrote stays written; what it held in memory is gone)."""
+        try:
+            step()
+        except Crash:
+            self.clock.advance(10 * 60)
+
+    def stop_faults(self) -> None:
+        self.google.clear_faults()
+        self.directus.clear_faults()
+        self.store.countdown = None
 
     # -- the functions --------------------------------------------------------------------------------
     def deliver(self, action: OutboxAction, *keys: str | int) -> PushOutcome:

@@ -102,15 +102,17 @@ def test_calendar_import_answers_not_connected_without_a_token(env: pytest.Monke
     assert importer.get("/").status_code == 405
 
 
-def test_corrupt_state_file_is_a_503_naming_the_store_not_a_traceback(
-    env: pytest.MonkeyPatch, tmp_path: Path
+def test_corrupt_state_file_is_a_503_that_keeps_the_detail_in_the_log(
+    env: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "state.sqlite3").write_bytes(b"this is not a database" * 100)
     response = client("oauth_callback").get(f"/status?key={CONNECT_KEY}")
     assert response.status_code == 503
     body = response.get_json()
-    assert "state store unavailable" in body["error"] and "state.sqlite3" in body["error"]
-    assert "Traceback" not in response.get_data(as_text=True)
+    assert body["error"].startswith("state store unavailable")
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and "state.sqlite3" not in text and str(tmp_path) not in text
+    assert "state.sqlite3" in caplog.text  # the operator finds the detail in the log
 
 
 def test_secrets_never_reach_the_logs_or_answers(
@@ -130,3 +132,86 @@ def test_secrets_never_reach_the_logs_or_answers(
     text = captured.out + captured.err + "".join(a.get_data(as_text=True) for a in answers)
     for secret in (WEBHOOK_SECRET, CONNECT_KEY, "directus-token-for-tests", "google-client-secret-for-tests"):
         assert secret not in text
+
+
+HOOK_AUTH = {"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"}
+
+
+def _create(key: bytes) -> bytes:
+    return b'{"event": "bookings.items.create", "collection": "bookings", "key": ' + key + b"}"
+
+
+# (function, method, path, request arguments, status, a fragment of the answer naming the problem)
+MALFORMED: list[tuple[str, str, str, dict[str, object], int, str]] = [
+    ("booking_hook", "POST", "/", {"data": b"[" * 100_000 + b"]" * 100_000}, 400, "nested too deep"),
+    ("booking_hook", "POST", "/", {"data": b'{"a":' * 100_000 + b"1" + b"}" * 100_000}, 400, "nested too deep"),
+    ("booking_hook", "POST", "/", {"data": b"[" * 100_000}, 400, "nested too deep"),
+    ("booking_hook", "POST", "/", {"data": _create(b'"\\ud800"')}, 400, "key has control"),
+    ("booking_hook", "POST", "/", {"data": _create(b'"a\\u0000b"')}, 400, "key has control"),
+    ("booking_hook", "POST", "/", {"data": _create(b'"a\\nb"')}, 400, "key has control"),
+    ("booking_hook", "POST", "/", {"data": _create(b'"' + b"k" * 100_000 + b'"')}, 400, "key too long"),
+    ("booking_hook", "POST", "/", {"data": _create(b"9" * 300)}, 400, "key too long"),
+    ("booking_hook", "POST", "/", {"data": _create(b"9" * 5000)}, 400, "not valid JSON"),
+    ("booking_hook", "POST", "/", {"data": _create(b"true")}, 400, "key"),
+    ("booking_hook", "POST", "/", {"data": _create(b"false")}, 400, "key"),
+    ("booking_hook", "POST", "/", {"data": _create(b"1.0")}, 400, "key"),
+    ("booking_hook", "POST", "/", {"data": _create(b"NaN")}, 400, "key"),
+    ("booking_hook", "POST", "/", {"data": _create(b"1e400")}, 400, "key"),
+    ("booking_hook", "POST", "/", {"data": _create(b'{"id": 1}')}, 400, "key"),
+    ("booking_hook", "POST", "/", {"data": _create(b"[1]")}, 400, "key"),
+    ("booking_hook", "POST", "/", {"data": b'{"event": "bookings.items.update", "collection": "bookings", '
+                                           b'"keys": [1, true]}'}, 400, "keys"),
+    ("booking_hook", "POST", "/", {"data": b'{"event": "bookings.items.delete", "collection": "bookings", '
+                                           b'"payload": [true, "\\ud800"]}'}, 400, "key has control"),
+    ("booking_hook", "POST", "/", {"data": b'{"event": "bookings.items.create", "collection": "\\ud800", '
+                                           b'"key": 1}'}, 400, "collection"),
+    ("booking_hook", "POST", "/", {"data": b'{"event": "\\ud800.items.create", "key": 1}'}, 400, "event"),
+    ("booking_hook", "POST", "/", {"data": b'{"event": "' + b"e" * 100_000 + b'", "key": 1}'}, 400, "event"),
+    ("booking_hook", "POST", "/", {"data": b'{"event": 5, "key": 1}'}, 400, "event"),
+    ("booking_hook", "POST", "/", {"data": b'{"trigger": {"event": "bookings.items.create", "key": 1}, '
+                                           b'"user": {"id": "x"}}'}, 400, "user"),
+    ("booking_hook", "POST", "/", {"data": b'{"trigger": {"event": "bookings.items.create", "key": 1}, '
+                                           b'"user": "\\ud800"}'}, 400, "user"),
+    ("booking_hook", "POST", "/", {"data": b"\xff\xfe{\x00"}, 400, "not valid JSON"),
+    ("booking_hook", "POST", "/", {"data": b'{"event": "bookings.items.create", "key": 1'}, 400, "not valid JSON"),
+    ("booking_hook", "POST", "/", {"data": b"   "}, 400, "empty body"),
+    ("booking_hook", "POST", "/", {"data": b'"just a string"'}, 400, "JSON object"),
+    ("booking_hook", "POST", "/", {"data": b"x" * (1024 * 1024 + 1)}, 413, "too large"),
+    ("oauth_callback", "GET", "/callback?state=a.%C3%A9", {}, 400, "malformed"),
+    ("oauth_callback", "GET", "/callback?state=a.%ED%A0%80", {}, 400, "did not start here"),  # kept encoded
+    ("oauth_callback", "GET", "/callback?state=a.%FF", {}, 400, "did not start here"),
+    ("oauth_callback", "GET", "/callback?state=" + "a" * 10_000, {}, 400, "malformed"),
+    ("oauth_callback", "GET", "/callback?state=abc.def", {}, 400, "did not start here"),
+    ("oauth_callback", "GET", "/callback?error=" + "e" * 100_000 + "&state=x", {}, 400, "Google reported"),
+    ("oauth_callback", "GET", "/status?key=%C3%A9", {}, 403, "wrong key"),
+    ("oauth_callback", "GET", "/status?key=%00", {}, 403, "wrong key"),
+    ("oauth_callback", "GET", "/status?key=" + "k" * 100_000, {}, 403, "wrong key"),
+    ("oauth_callback", "GET", "/start?key=%ED%A0%80", {}, 403, "wrong key"),
+    ("calendar_import", "PUT", "/", {"data": b"[" * 100_000}, 405, "not allowed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("function", "method", "path", "kwargs", "status", "fragment"),
+    MALFORMED,
+    ids=[f"{m[0]}-{n}" for n, m in enumerate(MALFORMED)],
+)
+def test_every_malformed_input_is_a_4xx_naming_the_problem(
+    env: pytest.MonkeyPatch,
+    function: str,
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    fragment: str,
+) -> None:
+    configure_sync(env)
+    env.setenv("GOOGLE_REDIRECT_URI", "http://127.0.0.1:9/callback")
+    headers = HOOK_AUTH if function == "booking_hook" else {}
+    response = client(function).open(path, method=method, headers=headers, **kwargs)  # type: ignore[arg-type]
+    text = response.get_data(as_text=True)
+    assert response.status_code == status, text[:500]
+    assert fragment in text, text[:500]
+    assert len(text) < 4000  # nothing the caller sent is echoed back whole
+    if function != "oauth_callback" or not path.startswith("/callback"):
+        assert response.mimetype == "application/json" and "error" in response.get_json()

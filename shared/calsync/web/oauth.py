@@ -41,6 +41,8 @@ CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar"
 EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
 SCOPES = ("openid", EMAIL_SCOPE, CALENDAR_EVENTS_SCOPE)
 STATE_TTL = timedelta(minutes=10)
+MAX_STATE_LENGTH = 512
+MAX_CODE_LENGTH = 2048
 TIMEOUT_S = 15
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -96,8 +98,12 @@ def new_state(connect_key: SecretStr) -> str:
 
 
 def state_is_signed(connect_key: SecretStr, state: str) -> bool:
+    if not state.isascii():
+        return False
     nonce, _, signature = state.partition(".")
-    return bool(nonce and signature) and hmac.compare_digest(signature, _signature(connect_key, nonce))
+    return bool(nonce and signature) and hmac.compare_digest(
+        signature.encode(), _signature(connect_key, nonce).encode()
+    )
 
 
 # -- the consent flow ---------------------------------------------------------------------------------
@@ -228,11 +234,13 @@ def callback(app: App, request: flask.Request) -> flask.Response:
                 START_AGAIN,
             )
         return page(
-            400, "Google reported an error", f"Google answered the consent with: {error}.", START_AGAIN
+            400, "Google reported an error", f"Google answered the consent with: {error[:200]}.", START_AGAIN
         )
     state = args.get("state", "")
     if not state:
         return page(400, "Missing state", "This address lacks the state Google sends back.", START_AGAIN)
+    if not state.isascii() or len(state) > MAX_STATE_LENGTH:
+        return page(400, "Unrecognised request", "This address's state is malformed.", START_AGAIN)
     if not state_is_signed(settings.connect_key, state):
         return page(
             400,
@@ -256,6 +264,10 @@ def callback(app: App, request: flask.Request) -> flask.Response:
     code = args.get("code", "")
     if not code:
         return page(400, "Missing code", "Google did not send an authorization code.", START_AGAIN)
+    if not code.isascii() or not code.isprintable() or len(code) > MAX_CODE_LENGTH:
+        return page(
+            400, "Malformed code", "The authorization code in this address is malformed.", START_AGAIN
+        )
 
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 

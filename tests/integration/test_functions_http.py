@@ -215,3 +215,28 @@ def test_every_malformed_input_is_a_4xx_naming_the_problem(
     assert len(text) < 4000  # nothing the caller sent is echoed back whole
     if function != "oauth_callback" or not path.startswith("/callback"):
         assert response.mimetype == "application/json" and "error" in response.get_json()
+
+
+@pytest.mark.parametrize(("action", "queued_as"), [("update", "upsert"), ("delete", "delete")])
+def test_a_large_delivery_is_queued_whole_without_calling_google(
+    env: pytest.MonkeyPatch, action: str, queued_as: str
+) -> None:
+    from calsync.bootstrap import get_app
+    from calsync.web import delivery, hook
+
+    configure_sync(env)
+
+    class NoPush:
+        def __init__(self, *args: object) -> None:
+            raise AssertionError("a large delivery must not be pushed inline")
+
+    env.setattr(hook, "Pusher", NoPush)
+    keys = list(range(1, delivery.INLINE_KEYS + 2))
+    body = {"event": f"bookings.items.{action}", "collection": "bookings", "keys": keys}
+    response = client("booking_hook").post("/", json=body, headers=HOOK_AUTH)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["queued"] == len(keys)
+    store = get_app().store
+    assert store.count_outbox("default") == len(keys)
+    entry = store.get_outbox("default", "bookings", str(keys[-1]))
+    assert entry is not None and entry.action == queued_as

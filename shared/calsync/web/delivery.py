@@ -22,6 +22,9 @@ Action = Literal["upsert", "delete"]
 _ACTIONS: dict[str, Action] = {"create": "upsert", "update": "upsert", "delete": "delete"}
 _NO_USER = ("", "null", "undefined", "none")
 MAX_KEYS = 10_000
+# More keys than this (a bulk edit in Directus) are queued for the next import cycle instead of being pushed
+# while Directus waits: one delivery must not hold a function instance for minutes or outlive its timeout.
+INLINE_KEYS = 200
 MAX_KEY_LENGTH = 255  # Directus primary keys: integers, uuids, or strings of at most 255 characters
 MAX_NAME_LENGTH = 255  # event, collection and user names
 

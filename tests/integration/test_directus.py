@@ -9,8 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -22,6 +24,7 @@ from calsync.directus.client import (
     DirectusValidationError,
 )
 from calsync.directus.setup import BOOKING_FIELDS, FLOW_NAME, DirectusSetup, SetupConfig, SetupError
+from calsync.web.links import check_connect_link
 from tests.parts.directus import ADMIN_TOKEN, DirectusServer, install_dir, node_bin
 
 pytestmark = pytest.mark.directus
@@ -173,9 +176,8 @@ def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusSer
     DirectusSetup(config).run()
     again = DirectusSetup(config).run()
     assert again.as_json()["changed"] is False and again.sync_token is None
-    moved = DirectusSetup(
-        SetupConfig(**{**config.__dict__, "booking_hook_url": "http://127.0.0.1:9/hook-b"})
-    ).run()
+    moved_config = SetupConfig(**{**config.__dict__, "booking_hook_url": "http://127.0.0.1:9/hook-b"})
+    moved = DirectusSetup(moved_config).run()
     assert [s["what"] for s in moved.steps if s["action"] == "updated"] == ["Flow to booking_hook"]
     flows = directus.admin(
         "GET",
@@ -194,7 +196,17 @@ def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusSer
     assert {"header": "Authorization", "value": "Bearer secret-a-123456"} in options["headers"]
     assert options["body"] == '{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}'
     settings = directus.admin("GET", "/items/calendar_sync").json()["data"]
-    assert settings["connect_url"] == "http://127.0.0.1:9/oauth/start?key=key-a-123456"
+    link = settings["connect_url"]
+    assert link.startswith("http://127.0.0.1:9/oauth/start?link=") and "key-a-123456" not in link
+    token = parse_qs(urlsplit(link).query)["link"][0]
+    assert check_connect_link("key-a-123456", token, datetime.now(UTC))[0] == "default"
+    # a settings item that still shows the key itself (an earlier version) gets a signed link instead
+    directus.admin(
+        "PATCH", "/items/calendar_sync", json={"connect_url": "http://127.0.0.1:9/oauth/start?key=k"}
+    )
+    migrated = DirectusSetup(moved_config).run()
+    assert [s["what"] for s in migrated.steps if s["action"] == "updated"] == ["Connect Google Calendar link"]
+    assert "?link=" in directus.admin("GET", "/items/calendar_sync").json()["data"]["connect_url"]
     directus.setup()  # back to the session's configuration
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import flask
@@ -76,11 +77,15 @@ def test_booking_hook_without_a_configured_secret_lets_nobody_in(env: pytest.Mon
     assert response.get_json()["missing"] == ["WEBHOOK_SECRET"]
 
 
+BEARER = {"Authorization": f"Bearer {CONNECT_KEY}"}
+
+
 def test_oauth_status_needs_the_connect_key(env: pytest.MonkeyPatch) -> None:
     oauth = client("oauth_callback")
     assert oauth.get("/status").status_code == 401
+    assert oauth.get("/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert oauth.get("/status?key=wrong").status_code == 403
-    response = oauth.get(f"/status?key={CONNECT_KEY}")
+    response = oauth.get("/status", headers=BEARER)
     assert response.status_code == 200
     body = response.get_json()
     assert (
@@ -125,6 +130,10 @@ def test_secrets_never_reach_the_logs_or_answers(
     answers = [
         client("booking_hook").post("/", data=b"{}", headers={"Authorization": f"Bearer {WEBHOOK_SECRET}x"}),
         client("oauth_callback").get(f"/status?key={CONNECT_KEY}x"),
+        client("oauth_callback").get("/status", headers={"Authorization": f"Bearer {CONNECT_KEY}x"}),
+        client("oauth_callback").get(
+            "/start", query_string={"link": _link(datetime(2020, 1, 1, tzinfo=UTC))}
+        ),
         client("oauth_callback").get(f"/start?key={CONNECT_KEY}"),
         client("calendar_import").post("/", headers={"X-Cloud-Trace-Context": "abc123/1"}),
     ]
@@ -240,3 +249,51 @@ def test_a_large_delivery_is_queued_whole_without_calling_google(
     assert store.count_outbox("default") == len(keys)
     entry = store.get_outbox("default", "bookings", str(keys[-1]))
     assert entry is not None and entry.action == queued_as
+
+
+def test_status_still_takes_the_key_in_the_query_but_says_to_use_the_header(
+    env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = client("oauth_callback").get(f"/status?key={CONNECT_KEY}")
+    assert response.status_code == 200 and response.get_json()["state"] == "not_connected"
+    assert "CONNECT_KEY in its query string" in caplog.text and CONNECT_KEY not in caplog.text
+    # a header, when sent, decides: a wrong one is not rescued by a right ?key=
+    wrong = client("oauth_callback").get(f"/status?key={CONNECT_KEY}", headers={"Authorization": "Bearer x"})
+    assert wrong.status_code == 401
+
+
+def test_disconnect_takes_the_key_only_in_the_authorization_header(env: pytest.MonkeyPatch) -> None:
+    env.setenv("GOOGLE_CLIENT_ID", "client-id.apps.googleusercontent.com")
+    env.setenv("GOOGLE_CLIENT_SECRET", "google-client-secret-for-tests")
+    env.setenv("GOOGLE_REDIRECT_URI", "http://127.0.0.1:9/callback")
+    oauth = client("oauth_callback")
+    in_query = oauth.post(f"/disconnect?key={CONNECT_KEY}")
+    assert in_query.status_code == 401 and "Authorization" in in_query.get_json()["error"]
+    assert oauth.post("/disconnect", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    response = oauth.post("/disconnect", headers=BEARER)
+    assert response.status_code == 200 and response.get_json()["disconnected"] is True
+
+
+def _link(now: datetime) -> str:
+    from calsync.web.links import connect_link_token
+
+    return connect_link_token(CONNECT_KEY, "default", now)
+
+
+def test_start_takes_a_signed_link_in_place_of_the_key(env: pytest.MonkeyPatch) -> None:
+    from calsync.web.links import LINK_TTL
+
+    configure_sync(env)
+    env.setenv("GOOGLE_REDIRECT_URI", "http://127.0.0.1:9/callback")
+    oauth = client("oauth_callback")
+    now = datetime.now(UTC)
+    fresh = oauth.get("/start", query_string={"link": _link(now)})
+    assert fresh.status_code == 302 and fresh.headers["Location"].startswith("https://accounts.google.com/")
+    expired = oauth.get("/start", query_string={"link": _link(now - LINK_TTL - timedelta(seconds=1))})
+    assert expired.status_code == 403 and expired.mimetype == "text/html"
+    assert "This connect link has expired; open the settings item again" in expired.get_data(as_text=True)
+    forged = oauth.get("/start", query_string={"link": _link(now)[:-3] + "AAA"})
+    assert forged.status_code == 403 and "Location" not in forged.headers
+    other = oauth.get("/start", query_string={"link": _link(now).replace(".", "x.", 1)})
+    assert other.status_code == 403
+    assert oauth.get(f"/start?key={CONNECT_KEY}").status_code == 302  # the key itself still opens it

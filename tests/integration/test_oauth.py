@@ -12,14 +12,22 @@ import requests
 
 from calsync.bootstrap import App, set_app
 from calsync.settings import load_settings
-from calsync.web.oauth import CALENDAR_EVENTS_SCOPE
+from calsync.state.store import utcnow
+from calsync.web.oauth import CALENDAR_EVENTS_SCOPE, signed_connect_url
 from tests.parts.directus import CONNECT_KEY
 from tests.parts.product import ACCOUNT, Product
 
 pytestmark = [pytest.mark.google, pytest.mark.directus]
+ADMIN = {"Authorization": f"Bearer {CONNECT_KEY}"}
 
 
-def start(product: Product, key: str = CONNECT_KEY) -> requests.Response:
+def start(product: Product, key: str | None = None) -> requests.Response:
+    """/start as a person opens it: through the signed link Directus shows, or with a key."""
+    if key is None:
+        link = signed_connect_url(product.app.settings, product.app.connection, utcnow())
+        assert urlsplit(link).path == "/oauth_callback/start"  # beside the redirect URI's /callback
+        # the function alone is served at /, as in production
+        return product.client("oauth_callback").get("/start?" + urlsplit(link).query)  # type: ignore[return-value]
     return product.client("oauth_callback").get(f"/start?key={key}")  # type: ignore[return-value]
 
 
@@ -39,7 +47,7 @@ def callback(product: Product, params: dict[str, str]) -> requests.Response:
 
 
 def status(product: Product) -> dict[str, object]:
-    response = product.client("oauth_callback").get(f"/status?key={CONNECT_KEY}")
+    response = product.client("oauth_callback").get("/status", headers=ADMIN)
     assert response.status_code == 200
     return dict(response.get_json())
 
@@ -109,7 +117,7 @@ def test_forged_and_expired_states_are_refused(product: Product) -> None:
     assert product.app.tokens.get() is None
 
 
-@pytest.mark.parametrize(("key", "status_code"), [("", 401), ("wrong", 403)])
+@pytest.mark.parametrize(("key", "status_code"), [("", 401), ("wrong", 403), (CONNECT_KEY + "x", 403)])
 def test_start_needs_the_key(product: Product, key: str, status_code: int) -> None:
     response = start(product, key)
     assert response.status_code == status_code and "Location" not in response.headers
@@ -165,8 +173,9 @@ def test_disconnect_revokes_and_forgets(product: Product) -> None:
     token = product.app.tokens.get()
     assert token is not None
     oauth = product.client("oauth_callback")
-    assert oauth.post("/disconnect?key=wrong").status_code == 403
-    response = oauth.post(f"/disconnect?key={CONNECT_KEY}")
+    assert oauth.post("/disconnect", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert oauth.post(f"/disconnect?key={CONNECT_KEY}").status_code == 401  # the key in a URL: refused
+    response = oauth.post("/disconnect", headers=ADMIN)
     assert response.status_code == 200 and response.get_json()["revoked"] is True
     assert not product.google.refresh_token_valid(token)
     assert product.app.tokens.get() is None
@@ -212,7 +221,7 @@ def test_tokens_never_reach_the_logs(
     callback(product, params)
     token = product.app.tokens.get()
     assert token is not None
-    product.client("oauth_callback").post(f"/disconnect?key={CONNECT_KEY}")
+    product.client("oauth_callback").post("/disconnect", headers=ADMIN)
     captured = capfd.readouterr()
     text = captured.out + captured.err + caplog.text
     for secret in (token, params["code"], CONNECT_KEY, product.google.client_secret):

@@ -13,11 +13,14 @@ import copy
 import dataclasses
 import json
 import secrets
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlsplit
 
 from calsync.directus.client import DirectusAuthError, DirectusClient, DirectusError, DirectusNotFound
 from calsync.directus.status import SETTINGS_COLLECTION
+from calsync.state.store import DEFAULT_CONNECTION
+from calsync.web import links
 
 POLICY_NAME = "calsync sync service"
 USER_FIRST_NAME = "calsync"
@@ -108,9 +111,22 @@ class SetupConfig:
     webhook_secret: str
     connect_key: str
 
-    @property
-    def connect_url(self) -> str:
-        return f"{self.oauth_callback_url.rstrip('/')}/start?{urlencode({'key': self.connect_key})}"
+    def connect_url(self, now: datetime) -> str:
+        """A signed Connect link valid for links.LINK_TTL: the settings item never shows the key itself."""
+        return links.connect_url(self.oauth_callback_url, self.connect_key, DEFAULT_CONNECTION, now)
+
+    def connect_url_is_fresh(self, url: str, now: datetime) -> bool:
+        """``url`` is this configuration's signed link with at least half its validity left."""
+        parts = urlsplit(url)
+        start = f"{self.oauth_callback_url.rstrip('/')}/start"
+        token = parse_qs(parts.query).get("link", [""])[0]
+        if f"{parts.scheme}://{parts.netloc}{parts.path}" != start or not token:
+            return False
+        try:
+            connection, expiry = links.check_connect_link(self.connect_key, token, now)
+        except ValueError:  # LinkInvalid, LinkExpired
+            return False
+        return connection == DEFAULT_CONNECTION and expiry - now >= links.LINK_TTL / 2
 
 
 @dataclasses.dataclass
@@ -225,14 +241,15 @@ class DirectusSetup:
             current = self._get(f"/items/{SETTINGS_COLLECTION}") or {}
         except DirectusError:
             current = {}
-        if current.get("connect_url") == self.config.connect_url:
+        now = datetime.now(UTC)
+        if self.config.connect_url_is_fresh(str(current.get("connect_url") or ""), now):
             self._step("Connect Google Calendar link", "unchanged")
             return
         self._write(
             "PATCH",
             f"/items/{SETTINGS_COLLECTION}",
             {
-                "connect_url": self.config.connect_url,
+                "connect_url": self.config.connect_url(now),
                 "connection_state": current.get("connection_state") or "not_connected",
             },
         )

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -30,9 +30,11 @@ from pydantic import SecretStr
 
 from calsync import logs
 from calsync.bootstrap import App
-from calsync.settings import Settings
+from calsync.settings import ANY_ACCOUNT, Settings
 from calsync.state.store import OAuthState, StoreError, utcnow
 from calsync.sync.connection import mark_connected, mark_disconnected
+from calsync.web import links
+from calsync.web.http import require_key
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ START_AGAIN = "Open the “Connect Google Calendar” link again to start over."
 
 
 def _state_key(connect_key: SecretStr) -> bytes:
-    return hashlib.sha256(b"calsync-oauth-state\0" + connect_key.get_secret_value().encode()).digest()
+    return links.derive_key(connect_key.get_secret_value(), "calsync-oauth-state")
 
 
 def _signature(connect_key: SecretStr, nonce: str) -> str:
@@ -104,6 +106,52 @@ def state_is_signed(connect_key: SecretStr, state: str) -> bool:
     return bool(nonce and signature) and hmac.compare_digest(
         signature.encode(), _signature(connect_key, nonce).encode()
     )
+
+
+# -- the Connect link ---------------------------------------------------------------------------------
+
+
+def oauth_callback_base(settings: Settings) -> str:
+    """oauth_callback's own URL: GOOGLE_REDIRECT_URI less its last segment (``/callback``)."""
+    assert settings.google_redirect_uri is not None
+    return str(settings.google_redirect_uri).rstrip("/").rsplit("/", 1)[0]
+
+
+def signed_connect_url(settings: Settings, connection: str, now: datetime) -> str:
+    """The Connect link to show in Directus: ``.../start?link=TOKEN``, valid links.LINK_TTL from ``now``.
+
+    Needs CONNECT_KEY and GOOGLE_REDIRECT_URI. The link lets its holder start a consent; it is not the key."""
+    assert settings.connect_key is not None
+    return links.connect_url(
+        oauth_callback_base(settings), settings.connect_key.get_secret_value(), connection, now
+    )
+
+
+def check_start(app: App, request: flask.Request) -> flask.Response | None:
+    """/start is opened with a signed ``link`` (what Directus shows) or the key itself; a page if refused."""
+    assert app.settings.connect_key is not None
+    token = request.args.get("link")
+    if token is None:
+        require_key(request, app.settings.connect_key, "CONNECT_KEY")
+        return None
+    try:
+        connection, _ = links.check_connect_link(app.settings.connect_key.get_secret_value(), token, utcnow())
+    except links.LinkExpired:
+        return page(
+            403,
+            "This connect link has expired",
+            "This connect link has expired; open the settings item again for a fresh one.",
+        )
+    except links.LinkInvalid:
+        return page(
+            403,
+            "Unrecognised connect link",
+            "This connect link was not made by this installation, or it was changed.",
+            "Open the “Connect Google Calendar” link in Directus's settings item again.",
+        )
+    if connection != app.connection:
+        return page(403, "Unrecognised connect link", "This connect link belongs to another connection.")
+    return None
 
 
 # -- the consent flow ---------------------------------------------------------------------------------
@@ -185,8 +233,8 @@ def _account_from_id_token(id_token: str | None) -> tuple[str | None, bool]:
 
 
 def account_allowed(settings: Settings, account: str) -> bool:
-    """ALLOWED_GOOGLE_ACCOUNTS: comma-separated emails or @domain; unset allows any account."""
-    if not settings.allowed_google_accounts:
+    """ALLOWED_GOOGLE_ACCOUNTS: comma-separated emails or @domain; ``any`` (or unset) allows any account."""
+    if not settings.allowed_google_accounts or settings.allowed_google_accounts == ANY_ACCOUNT:
         return True
     account = account.lower()
     for rule in (r.strip().lower() for r in settings.allowed_google_accounts.split(",")):

@@ -53,7 +53,7 @@ def test_a_link_signed_with_another_key_or_as_an_oauth_state_is_refused() -> Non
         links.check_connect_link(KEY, links.connect_link_token("another-key", "default", NOW), NOW)
     assert links.derive_key(KEY, "calsync-connect-link") != links.derive_key(KEY, "calsync-oauth-state")
     with pytest.raises(links.LinkInvalid):
-        links.check_connect_link(KEY, new_state(SecretStr(KEY)), NOW)
+        links.check_connect_link(KEY, new_state(SecretStr(KEY), "binding"), NOW)
 
 
 def test_signed_connect_url_starts_beside_the_redirect_uri() -> None:

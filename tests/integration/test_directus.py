@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +24,14 @@ from calsync.directus.client import (
     DirectusUnavailable,
     DirectusValidationError,
 )
-from calsync.directus.setup import BOOKING_FIELDS, FLOW_NAME, DirectusSetup, SetupConfig, SetupError
+from calsync.directus.setup import (
+    BOOKING_FIELDS,
+    FLOW_NAME,
+    POLICY_NAME,
+    DirectusSetup,
+    SetupConfig,
+    SetupError,
+)
 from calsync.web.links import check_connect_link
 from tests.parts.directus import ADMIN_TOKEN, DirectusServer, install_dir, node_bin
 
@@ -37,6 +45,8 @@ def sync_client(server: DirectusServer) -> DirectusClient:
 def test_bulk_create_read_update_delete_as_the_least_privilege_user(
     directus_bookings: DirectusServer,
 ) -> None:
+    # deleting bookings is granted only with ON_GOOGLE_DELETE=delete
+    DirectusSetup(dataclasses.replace(directus_bookings.setup(), on_google_delete="delete")).run()
     client = sync_client(directus_bookings)
     rows = client.create_items(
         [
@@ -61,6 +71,7 @@ def test_bulk_create_read_update_delete_as_the_least_privilege_user(
     client.delete_items(keys[:2])
     assert set(client.get_items(keys)) == {keys[2]}
     assert client.current_user_id() == directus_bookings.sync_user_id
+    directus_bookings.setup()  # back to the session's configuration (no delete)
 
 
 def test_changed_since_finds_created_and_updated_items_in_key_order(
@@ -344,14 +355,61 @@ def test_setup_command_errors_are_clear_and_exit_non_zero(directus: DirectusServ
     directus.setup()
 
 
-def test_the_sync_user_is_least_privilege(directus: DirectusServer) -> None:
+def test_the_sync_user_is_least_privilege(directus_bookings: DirectusServer) -> None:
+    directus = directus_bookings
     client = DirectusClient(directus.url, directus.sync_token, "directus_users", sleep=lambda _: None)
     with pytest.raises((DirectusAuthError, DirectusNotFound)):
         client.get_items(["x"])
-    settings = DirectusClient(directus.url, directus.sync_token, "bookings").update_singleton(
-        "calendar_sync", {"google_account": "a@example.com"}
+    sync = DirectusClient(directus.url, directus.sync_token, "bookings", sleep=lambda _: None)
+    settings = sync.update_singleton("calendar_sync", {"google_account": "a@example.com", "connect_url": "u"})
+    assert settings["google_account"] == "a@example.com" and settings["connect_url"] == "u"
+    key = str(sync.create_items([{"title": "t", "start_datetime": "2026-07-01T10:00:00Z"}])[0]["id"])
+    assert sync.update_items([{"id": int(key), "title": "t2", "sync_status": "synced"}])[0]["title"] == "t2"
+    with pytest.raises(DirectusAuthError):  # ON_GOOGLE_DELETE=cancel (the default): no delete
+        sync.delete_items([key])
+    assert key in sync.get_items([key])
+    # Field-level rules (what the sync reads and writes, nothing more) need a licence on Directus 12; this
+    # one has none, so setup grants whole collections here: tests/unit/test_directus_permissions.py checks
+    # the field lists setup asks for.
+
+
+def _permissions(directus: DirectusServer) -> dict[tuple[str, str], list[str]]:
+    query = {"policy": {"name": {"_eq": POLICY_NAME}}}
+    rows = directus.admin("GET", "/permissions", params={"filter": json.dumps(query), "limit": "-1",
+                                                         "fields": "collection,action,fields"}).json()["data"]  # fmt: skip
+    return {(r["collection"], r["action"]): sorted(r["fields"] or []) for r in rows}
+
+
+def test_setup_narrows_an_earlier_versions_permissions_idempotently(directus: DirectusServer) -> None:
+    """An earlier version granted every field and delete; setup narrows them to what the sync touches."""
+    config = directus.setup()
+    policy = directus.admin("GET", "/policies", params={"filter": json.dumps({"name": {"_eq": POLICY_NAME}})}
+                            ).json()["data"][0]["id"]  # fmt: skip
+    query = {"policy": {"_eq": policy}}
+    old = directus.admin("GET", "/permissions", params={"filter": json.dumps(query), "fields": "id"}).json()[
+        "data"
+    ]
+    directus.admin("DELETE", "/permissions", json=[r["id"] for r in old]).raise_for_status()
+    wide = [{"collection": c, "action": a, "fields": ["*"], "permissions": {}, "validation": {}, "policy": policy}
+            for c, actions in (("bookings", "create read update delete"), ("calendar_sync", "read update"))
+            for a in actions.split()]  # fmt: skip
+    directus.admin("POST", "/permissions", json=wide).raise_for_status()
+    result = DirectusSetup(config).run()
+    step = next(s for s in result.steps if s["what"] == "permissions")
+    assert step["action"] == "updated" and "removed delete bookings" in step["detail"], step
+    assert "licence" in step["detail"]  # Directus 12 unlicensed refuses field lists: whole collections
+    granted = _permissions(directus)
+    assert set(granted) == {("bookings", a) for a in ("create", "read", "update")} | {
+        ("calendar_sync", "read"), ("calendar_sync", "update")}  # fmt: skip
+    assert DirectusSetup(config).run().as_json()["changed"] is False
+    # ON_GOOGLE_DELETE=delete grants delete, and going back to cancel takes it away again
+    deleting = DirectusSetup(dataclasses.replace(config, on_google_delete="delete")).run()
+    assert next(s for s in deleting.steps if s["what"] == "permissions")["detail"].startswith(
+        "created delete bookings"
     )
-    assert settings["google_account"] == "a@example.com"
+    assert ("bookings", "delete") in _permissions(directus)
+    directus.setup()
+    assert ("bookings", "delete") not in _permissions(directus)
 
 
 def test_flow_logs_do_not_need_caplog(caplog: pytest.LogCaptureFixture) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from calsync import logs
 from calsync.settings import Settings, load_settings
-from calsync.state.store import DEFAULT_CONNECTION, SyncStore, TokenStore
+from calsync.state.store import DEFAULT_CONNECTION, SyncStore, TokenStore, utcnow
 from calsync.sync.ports import SyncConfig, SyncContext
 from calsync.web.http import MissingSettings
 
@@ -198,9 +198,13 @@ class App:
         if self.settings.missing("directus_url", "directus_token"):
             return
         from calsync.directus.status import publish
+        from calsync.web.links import signed_connect_url
 
+        link = None
+        if not self.settings.missing("connect_key", "google_redirect_uri"):
+            link = signed_connect_url(self.settings, self.connection, utcnow())
         try:
-            publish(self.directus, self.store, self.connection)
+            publish(self.directus, self.store, self.connection, link)
         except Exception:
             log.warning("could not show the connection status in Directus", exc_info=True)
 

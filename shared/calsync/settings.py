@@ -6,6 +6,7 @@ appear in a repr, a log line or a validation error.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,6 +18,9 @@ GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
 DEFAULT_STATE_DIR = ".calsync"
+ANY_ACCOUNT = "any"
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -39,7 +43,8 @@ class Settings(BaseSettings):
     google_client_secret: SecretStr | None = None
     google_redirect_uri: AnyHttpUrl | None = None
     google_calendar_id: str = "primary"
-    allowed_google_accounts: str | None = None  # comma-separated emails or @domain
+    # comma-separated emails or @domain, or "any"; unset also allows anyone (local runs), with a warning
+    allowed_google_accounts: str | None = None
 
     # Shared secrets
     webhook_secret: SecretStr | None = None
@@ -72,6 +77,20 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("allowed_google_accounts")
+    @classmethod
+    def _account_rules(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() == ANY_ACCOUNT:
+            return value and ANY_ACCOUNT
+        rules = [rule.strip() for rule in value.split(",") if rule.strip()]
+        wrong = [r for r in rules if r.lower() == ANY_ACCOUNT or "@" not in r or any(c.isspace() for c in r)]
+        if wrong or not rules:
+            raise ValueError(
+                f"expected comma-separated emails or @domain names, or {ANY_ACCOUNT!r} alone"
+                + (f"; not {wrong[0]!r}" if wrong else "")
+            )
         return value
 
     @field_validator("store")
@@ -108,10 +127,17 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the environment; raise SettingsError naming each bad variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    if settings.allowed_google_accounts is None:
+        log.warning(
+            "ALLOWED_GOOGLE_ACCOUNTS is not set: any Google account may be connected. Set it to the emails "
+            "or @domain allowed, or to %r to allow any account explicitly",
+            ANY_ACCOUNT,
+        )
+    return settings

@@ -52,18 +52,21 @@ class World:
     def status(self) -> dict[str, Any]:
         return dict(
             requests.get(
-                self.url("oauth_callback", "/status"), params={"key": CONNECT_KEY}, timeout=30
+                self.url("oauth_callback", "/status"),
+                headers={"Authorization": f"Bearer {CONNECT_KEY}"},
+                timeout=30,
             ).json()
         )
 
     def connect(self) -> requests.Response:
-        start = requests.get(self.url("oauth_callback", "/start"), params={"key": CONNECT_KEY}, allow_redirects=False,
-                             timeout=30)  # fmt: skip
+        browser = requests.Session()  # one browser from /start to /callback: the state is bound to it
+        start = browser.get(self.url("oauth_callback", "/start"), params={"key": CONNECT_KEY}, allow_redirects=False,
+                            timeout=30)  # fmt: skip
         assert start.status_code == 302, start.text
-        at_google = requests.get(start.headers["Location"], allow_redirects=False, timeout=30)
+        at_google = browser.get(start.headers["Location"], allow_redirects=False, timeout=30)
         back = urlsplit(at_google.headers["Location"])
-        return requests.get(self.url("oauth_callback", "/callback"), params=parse_qs(back.query),
-                            allow_redirects=False, timeout=60)  # fmt: skip
+        return browser.get(self.url("oauth_callback", "/callback"), params=parse_qs(back.query),
+                           allow_redirects=False, timeout=60)  # fmt: skip
 
     # -- Directus, as a person using it --------------------------------------------------------------
     def create(self, *items: dict[str, Any]) -> list[dict[str, Any]]:

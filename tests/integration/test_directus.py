@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -9,8 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -21,8 +24,16 @@ from calsync.directus.client import (
     DirectusUnavailable,
     DirectusValidationError,
 )
-from calsync.directus.setup import BOOKING_FIELDS, FLOW_NAME, DirectusSetup, SetupConfig, SetupError
+from calsync.directus.setup import (
+    BOOKING_FIELDS,
+    FLOW_NAME,
+    POLICY_NAME,
+    DirectusSetup,
+    SetupConfig,
+    SetupError,
+)
 from calsync.sync.booking import FIELDS
+from calsync.web.links import check_connect_link
 from tests.parts.directus import ADMIN_TOKEN, DirectusServer, install_dir, node_bin
 
 pytestmark = pytest.mark.directus
@@ -35,6 +46,8 @@ def sync_client(server: DirectusServer) -> DirectusClient:
 def test_bulk_create_read_update_delete_as_the_least_privilege_user(
     directus_bookings: DirectusServer,
 ) -> None:
+    # deleting bookings is granted only with ON_GOOGLE_DELETE=delete
+    DirectusSetup(dataclasses.replace(directus_bookings.setup(), on_google_delete="delete")).run()
     client = sync_client(directus_bookings)
     rows = client.create_items(
         [
@@ -59,6 +72,7 @@ def test_bulk_create_read_update_delete_as_the_least_privilege_user(
     client.delete_items(keys[:2])
     assert set(client.get_items(keys)) == {keys[2]}
     assert client.current_user_id() == directus_bookings.sync_user_id
+    directus_bookings.setup()  # back to the session's configuration (no delete)
 
 
 def test_changed_since_finds_created_and_updated_items_in_key_order(
@@ -175,9 +189,8 @@ def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusSer
     DirectusSetup(config).run()
     again = DirectusSetup(config).run()
     assert again.as_json()["changed"] is False and again.sync_token is None
-    moved = DirectusSetup(
-        SetupConfig(**{**config.__dict__, "booking_hook_url": "http://127.0.0.1:9/hook-b"})
-    ).run()
+    moved_config = SetupConfig(**{**config.__dict__, "booking_hook_url": "http://127.0.0.1:9/hook-b"})
+    moved = DirectusSetup(moved_config).run()
     assert [s["what"] for s in moved.steps if s["action"] == "updated"] == ["Flow to booking_hook"]
     flows = directus.admin(
         "GET",
@@ -196,7 +209,17 @@ def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusSer
     assert {"header": "Authorization", "value": "Bearer secret-a-123456"} in options["headers"]
     assert options["body"] == '{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}'
     settings = directus.admin("GET", "/items/calendar_sync").json()["data"]
-    assert settings["connect_url"] == "http://127.0.0.1:9/oauth/start?key=key-a-123456"
+    link = settings["connect_url"]
+    assert link.startswith("http://127.0.0.1:9/oauth/start?link=") and "key-a-123456" not in link
+    token = parse_qs(urlsplit(link).query)["link"][0]
+    assert check_connect_link("key-a-123456", token, datetime.now(UTC))[0] == "default"
+    # a settings item that still shows the key itself (an earlier version) gets a signed link instead
+    directus.admin(
+        "PATCH", "/items/calendar_sync", json={"connect_url": "http://127.0.0.1:9/oauth/start?key=k"}
+    )
+    migrated = DirectusSetup(moved_config).run()
+    assert [s["what"] for s in migrated.steps if s["action"] == "updated"] == ["Connect Google Calendar link"]
+    assert "?link=" in directus.admin("GET", "/items/calendar_sync").json()["data"]["connect_url"]
     directus.setup()  # back to the session's configuration
 
 
@@ -334,14 +357,70 @@ def test_setup_command_errors_are_clear_and_exit_non_zero(directus: DirectusServ
     directus.setup()
 
 
-def test_the_sync_user_is_least_privilege(directus: DirectusServer) -> None:
+def test_the_sync_user_is_least_privilege(directus_bookings: DirectusServer) -> None:
+    directus = directus_bookings
+    directus.setup(on_google_delete="cancel")  # the default
+    try:
+        _check_least_privilege(directus)
+    finally:
+        directus.setup()
+
+
+def _check_least_privilege(directus: DirectusServer) -> None:
     client = DirectusClient(directus.url, directus.sync_token, "directus_users", sleep=lambda _: None)
     with pytest.raises((DirectusAuthError, DirectusNotFound)):
         client.get_items(["x"])
-    settings = DirectusClient(directus.url, directus.sync_token, "bookings").update_singleton(
-        "calendar_sync", {"google_account": "a@example.com"}
+    sync = DirectusClient(directus.url, directus.sync_token, "bookings", sleep=lambda _: None)
+    settings = sync.update_singleton("calendar_sync", {"google_account": "a@example.com", "connect_url": "u"})
+    assert settings["google_account"] == "a@example.com" and settings["connect_url"] == "u"
+    key = str(sync.create_items([{"title": "t", "start_datetime": "2026-07-01T10:00:00Z"}])[0]["id"])
+    assert sync.update_items([{"id": int(key), "title": "t2", "sync_status": "synced"}])[0]["title"] == "t2"
+    with pytest.raises(DirectusAuthError):  # ON_GOOGLE_DELETE=cancel (the default): no delete
+        sync.delete_items([key])
+    assert key in sync.get_items([key])
+    # Field-level rules (what the sync reads and writes, nothing more) need a licence on Directus 12; this
+    # one has none, so setup grants whole collections here: tests/unit/test_directus_permissions.py checks
+    # the field lists setup asks for.
+
+
+def _permissions(directus: DirectusServer) -> dict[tuple[str, str], list[str]]:
+    query = {"policy": {"name": {"_eq": POLICY_NAME}}}
+    rows = directus.admin("GET", "/permissions", params={"filter": json.dumps(query), "limit": "-1",
+                                                         "fields": "collection,action,fields"}).json()["data"]  # fmt: skip
+    return {(r["collection"], r["action"]): sorted(r["fields"] or []) for r in rows}
+
+
+def test_setup_narrows_an_earlier_versions_permissions_idempotently(directus: DirectusServer) -> None:
+    """An earlier version granted every field and delete; setup narrows them to what the sync touches."""
+    config = directus.setup(on_google_delete="cancel")  # the default
+    policy = directus.admin("GET", "/policies", params={"filter": json.dumps({"name": {"_eq": POLICY_NAME}})}
+                            ).json()["data"][0]["id"]  # fmt: skip
+    query = {"policy": {"_eq": policy}}
+    old = directus.admin("GET", "/permissions", params={"filter": json.dumps(query), "fields": "id"}).json()[
+        "data"
+    ]
+    directus.admin("DELETE", "/permissions", json=[r["id"] for r in old]).raise_for_status()
+    wide = [{"collection": c, "action": a, "fields": ["*"], "permissions": {}, "validation": {}, "policy": policy}
+            for c, actions in (("bookings", "create read update delete"), ("calendar_sync", "read update"))
+            for a in actions.split()]  # fmt: skip
+    directus.admin("POST", "/permissions", json=wide).raise_for_status()
+    result = DirectusSetup(config).run()
+    step = next(s for s in result.steps if s["what"] == "permissions")
+    assert step["action"] == "updated" and "removed delete bookings" in step["detail"], step
+    assert "licence" in step["detail"]  # Directus 12 unlicensed refuses field lists: whole collections
+    granted = _permissions(directus)
+    assert set(granted) == {("bookings", a) for a in ("create", "read", "update")} | {
+        ("calendar_sync", "read"), ("calendar_sync", "update")}  # fmt: skip
+    assert DirectusSetup(config).run().as_json()["changed"] is False
+    # ON_GOOGLE_DELETE=delete grants delete, and going back to cancel takes it away again
+    deleting = DirectusSetup(dataclasses.replace(config, on_google_delete="delete")).run()
+    assert next(s for s in deleting.steps if s["what"] == "permissions")["detail"].startswith(
+        "created delete bookings"
     )
-    assert settings["google_account"] == "a@example.com"
+    assert ("bookings", "delete") in _permissions(directus)
+    directus.setup(on_google_delete="cancel")
+    assert ("bookings", "delete") not in _permissions(directus)
+    directus.setup()  # the suite's
 
 
 def test_flow_logs_do_not_need_caplog(caplog: pytest.LogCaptureFixture) -> None:

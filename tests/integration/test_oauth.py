@@ -12,18 +12,39 @@ import requests
 
 from calsync.bootstrap import App, set_app
 from calsync.settings import load_settings
-from calsync.web.oauth import CALENDAR_EVENTS_SCOPE
+from calsync.state.store import utcnow
+from calsync.web.links import signed_connect_url
+from calsync.web.oauth import CALENDAR_EVENTS_SCOPE, STATE_COOKIE
 from tests.parts.directus import CONNECT_KEY
 from tests.parts.product import ACCOUNT, Product
 
 pytestmark = [pytest.mark.google, pytest.mark.directus]
+ADMIN = {"Authorization": f"Bearer {CONNECT_KEY}"}
 
 
-def start(product: Product, key: str = CONNECT_KEY) -> requests.Response:
+def start(product: Product, key: str | None = None) -> requests.Response:
+    """/start as a person opens it: through the signed link Directus shows, or with a key."""
+    if key is None:
+        link = signed_connect_url(product.app.settings, product.app.connection, utcnow())
+        assert urlsplit(link).path == "/oauth_callback/start"  # beside the redirect URI's /callback
+        # the function alone is served at /, as in production
+        return product.client("oauth_callback").get("/start?" + urlsplit(link).query)  # type: ignore[return-value]
     return product.client("oauth_callback").get(f"/start?key={key}")  # type: ignore[return-value]
 
 
-def consent(product: Product) -> dict[str, str]:
+class Consent(dict[str, str]):
+    """The query Google sends back to /callback, and the cookie /start set in the browser that began it."""
+
+    cookie: str | None = None
+
+
+def browser_cookie(response: requests.Response) -> str:
+    header = response.headers["Set-Cookie"]
+    assert header.startswith(f"{STATE_COOKIE}=")
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+def consent(product: Product) -> Consent:
     """Follow /start to the fake's consent screen, which answers with the redirect Google would send."""
     began = start(product)
     assert began.status_code == 302
@@ -31,15 +52,22 @@ def consent(product: Product) -> dict[str, str]:
     assert at_google.status_code == 302, at_google.text
     back = urlsplit(at_google.headers["Location"])
     assert f"{back.scheme}://{back.netloc}{back.path}" == str(product.app.settings.google_redirect_uri)
-    return {k: v[0] for k, v in parse_qs(back.query).items()}
+    params = Consent({k: v[0] for k, v in parse_qs(back.query).items()})
+    params.cookie = browser_cookie(began)
+    return params
 
 
-def callback(product: Product, params: dict[str, str]) -> requests.Response:
-    return product.client("oauth_callback").get("/callback", query_string=params)  # type: ignore[return-value]
+def callback(product: Product, params: dict[str, str], cookie: str | None = None) -> requests.Response:
+    """Google's redirect back, in the browser holding ``cookie`` (by default the one that began it)."""
+    client = product.client("oauth_callback")
+    cookie = cookie or getattr(params, "cookie", None)
+    if cookie:
+        client.set_cookie(STATE_COOKIE, cookie)
+    return client.get("/callback", query_string=dict(params))  # type: ignore[return-value]
 
 
 def status(product: Product) -> dict[str, object]:
-    response = product.client("oauth_callback").get(f"/status?key={CONNECT_KEY}")
+    response = product.client("oauth_callback").get("/status", headers=ADMIN)
     assert response.status_code == 200
     return dict(response.get_json())
 
@@ -59,6 +87,14 @@ def test_start_redirects_to_consent_with_offline_pkce_and_a_signed_state(product
     assert CALENDAR_EVENTS_SCOPE in query["scope"].split()
     assert query["redirect_uri"] == str(product.app.settings.google_redirect_uri)
     assert len(query["state"]) > 40 and "." in query["state"]
+    # the state is bound to this browser by a cookie only the callback receives
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith(f"{STATE_COOKIE}=") and len(browser_cookie(response)) >= 40  # type: ignore[arg-type]
+    attributes = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
+    assert attributes["path"] == "Path=/oauth_callback/callback" and attributes["max-age"] == "Max-Age=600"
+    assert "httponly" in attributes and attributes["samesite"] == "SameSite=Lax"
+    assert "secure" not in attributes  # a loopback redirect URI: plain http locally, Secure in production
+    assert browser_cookie(response) not in query["state"]  # type: ignore[arg-type]
 
 
 def test_full_connection_stores_the_token_and_shows_who_is_connected(
@@ -95,8 +131,10 @@ def test_a_replayed_callback_is_refused(product: Product) -> None:
 
 def test_forged_and_expired_states_are_refused(product: Product) -> None:
     params = consent(product)
-    forged = callback(product, {**params, "state": params["state"][:-4] + "AAAA"})
-    assert forged.status_code == 400 and b"did not start here" in forged.data
+    nonce, issued, bound = params["state"].split(".")
+    for state in (f"{nonce}.{issued[:-4]}AAAA.{bound}", f"{nonce}x.{issued}.{bound}", f"{nonce}.{issued}"):
+        forged = callback(product, {**params, "state": state}, cookie=params.cookie)
+        assert forged.status_code == 400 and b"did not start here" in forged.data
     stored = product.store.consume_oauth_state(params["state"])
     assert stored is not None
     from datetime import timedelta
@@ -109,7 +147,7 @@ def test_forged_and_expired_states_are_refused(product: Product) -> None:
     assert product.app.tokens.get() is None
 
 
-@pytest.mark.parametrize(("key", "status_code"), [("", 401), ("wrong", 403)])
+@pytest.mark.parametrize(("key", "status_code"), [("", 401), ("wrong", 403), (CONNECT_KEY + "x", 403)])
 def test_start_needs_the_key(product: Product, key: str, status_code: int) -> None:
     response = start(product, key)
     assert response.status_code == status_code and "Location" not in response.headers
@@ -165,8 +203,9 @@ def test_disconnect_revokes_and_forgets(product: Product) -> None:
     token = product.app.tokens.get()
     assert token is not None
     oauth = product.client("oauth_callback")
-    assert oauth.post("/disconnect?key=wrong").status_code == 403
-    response = oauth.post(f"/disconnect?key={CONNECT_KEY}")
+    assert oauth.post("/disconnect", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert oauth.post(f"/disconnect?key={CONNECT_KEY}").status_code == 401  # the key in a URL: refused
+    response = oauth.post("/disconnect", headers=ADMIN)
     assert response.status_code == 200 and response.get_json()["revoked"] is True
     assert not product.google.refresh_token_valid(token)
     assert product.app.tokens.get() is None
@@ -212,7 +251,7 @@ def test_tokens_never_reach_the_logs(
     callback(product, params)
     token = product.app.tokens.get()
     assert token is not None
-    product.client("oauth_callback").post(f"/disconnect?key={CONNECT_KEY}")
+    product.client("oauth_callback").post("/disconnect", headers=ADMIN)
     captured = capfd.readouterr()
     text = captured.out + captured.err + caplog.text
     for secret in (token, params["code"], CONNECT_KEY, product.google.client_secret):
@@ -240,3 +279,46 @@ def test_secret_manager_holds_the_token_when_configured(product: Product, secret
     callback(product, consent(product))  # a reconnect: new version, the old one destroyed
     versions = fake.versions(f"projects/{fake.project}/secrets/refresh-token")  # type: ignore[attr-defined]
     assert [str(v[1]) for v in versions].count("ENABLED") == 1 and len(versions) == 2
+
+
+def test_a_callback_without_the_browsers_cookie_is_refused_and_consumes_nothing(product: Product) -> None:
+    """Login CSRF: an attacker's own consent, sent to the admin's browser, must not connect the attacker."""
+    attackers = consent(product)
+    for cookie in (None, consent(product).cookie, "made-up"):  # no cookie; another browser's; a guess
+        client = product.client("oauth_callback")
+        if cookie:
+            client.set_cookie(STATE_COOKIE, cookie)
+        refused = client.get("/callback", query_string=dict(attackers))
+        assert refused.status_code == 400 and b"same browser" in refused.data
+        assert "Set-Cookie" not in refused.headers
+    assert product.app.tokens.get() is None and status(product)["connected"] is False
+    finished = callback(product, attackers)  # its own browser still can: nothing was consumed
+    assert finished.status_code == 302 and status(product)["connected"] is True
+    assert f"{STATE_COOKIE}=;" in finished.headers["Set-Cookie"]  # spent with its state
+
+
+def test_another_account_is_refused_until_the_connected_one_is_disconnected(product: Product) -> None:
+    callback(product, consent(product))
+    token = product.app.tokens.get()
+    assert status(product)["account"] == ACCOUNT
+    product.google.consent(account="intruder@example.com")
+    refused = callback(product, consent(product))
+    assert refused.status_code == 409 and b"disconnect" in refused.data and ACCOUNT.encode() in refused.data
+    assert product.app.tokens.get() == token and status(product)["account"] == ACCOUNT
+    intruder = [t for t, g in product.google._refresh.items() if g.account == "intruder@example.com"]
+    assert intruder and not any(product.google.refresh_token_valid(t) for t in intruder)  # revoked
+    product.google.consent(account=ACCOUNT.upper())  # the same account again: a plain reconnect
+    assert callback(product, consent(product)).status_code == 302
+    assert status(product)["account"] == ACCOUNT and product.app.tokens.get() != token
+    product.client("oauth_callback").post("/disconnect", headers=ADMIN)
+    product.google.consent(account="intruder@example.com")
+    assert callback(product, consent(product)).status_code == 302
+    assert status(product)["account"] == "intruder@example.com"
+
+
+def test_directus_shows_a_fresh_signed_connect_link_that_works_and_is_not_the_key(product: Product) -> None:
+    product.app.publish_status()  # what every cycle and every connection change does
+    link = product.directus.admin("GET", "/items/calendar_sync").json()["data"]["connect_url"]
+    assert "link=" in link and CONNECT_KEY not in link and "key=" not in urlsplit(link).query
+    opened = product.client("oauth_callback").get("/start?" + urlsplit(link).query)
+    assert opened.status_code == 302 and opened.headers["Location"].startswith(product.google.auth_uri)

@@ -135,10 +135,16 @@ class DirectusServer:
                                 timeout=30, **kwargs)  # type: ignore[arg-type]  # fmt: skip
 
     def setup(
-        self, booking_hook_url: str = UNREACHABLE, oauth_callback_url: str = UNREACHABLE
+        self,
+        booking_hook_url: str = UNREACHABLE,
+        oauth_callback_url: str = UNREACHABLE,
+        on_google_delete: str = "delete",
     ) -> SetupConfig:
+        """``calsync directus setup``. The suite's Directus lets the sync user delete (tests of
+        ON_GOOGLE_DELETE=delete and of the client's deletes need it); tests of the default's narrower policy
+        set it up with "cancel" and put it back."""
         config = SetupConfig(self.url, ADMIN_TOKEN, "bookings", booking_hook_url, oauth_callback_url,
-                             WEBHOOK_SECRET, CONNECT_KEY)  # fmt: skip
+                             WEBHOOK_SECRET, CONNECT_KEY, on_google_delete=on_google_delete)  # fmt: skip
         result = DirectusSetup(config).run()
         if result.sync_token:
             self.sync_token = result.sync_token

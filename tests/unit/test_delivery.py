@@ -54,6 +54,12 @@ def test_legacy_webhook_body() -> None:
     assert parse(legacy_delete) == Delivery("delete", "bookings", ("3", "4"), None)
 
 
+def test_keys_up_to_the_limit_and_uuids_are_accepted() -> None:
+    uuid = "7f3c8a52-0b5e-4c1e-9d2a-3f6b8e1c2d4a"
+    body = {"event": "bookings.items.update", "keys": [uuid, "k" * 255, -3], "collection": "bookings"}
+    assert parse(body).keys == (uuid, "k" * 255, "-3")
+
+
 def test_duplicate_keys_are_collapsed_in_order() -> None:
     assert parse(
         {"event": "bookings.items.update", "keys": [2, "1", "2"], "collection": "bookings"}
@@ -74,6 +80,20 @@ def test_duplicate_keys_are_collapsed_in_order() -> None:
         ({"event": "bookings.items.create", "key": {"a": 1}}, 400, "key"),
         ({"trigger": "nope"}, 400, "trigger"),
         ({"event": "bookings.items.update", "keys": [" ", ""], "collection": "bookings"}, 400, "no keys"),
+        ({"event": "bookings.items.create", "key": True, "collection": "bookings"}, 400, "key"),
+        ({"event": "bookings.items.create", "key": 1.0, "collection": "bookings"}, 400, "key"),
+        (
+            {"event": "bookings.items.create", "key": "\ud800", "collection": "bookings"},
+            400,
+            "key has control",
+        ),
+        (
+            {"event": "bookings.items.create", "key": "a\x7fb", "collection": "bookings"},
+            400,
+            "key has control",
+        ),
+        ({"event": "bookings.items.create", "key": "k" * 256, "collection": "bookings"}, 400, "key too long"),
+        ({"event": "bookings.items.delete", "payload": [True], "collection": "bookings"}, 400, "no keys"),
     ],
 )
 def test_bad_bodies_name_the_problem(body: Any, status: int, message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from calsync.settings import SettingsError, load_settings
@@ -20,6 +22,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "MAX_CANCEL_SHARE",
         "GOOGLE_API_ROOT",
         "IMPORT_WINDOW_DAYS",
+        "ALLOWED_GOOGLE_ACCOUNTS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -59,6 +62,9 @@ def test_environment_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("DIRECTUS_COLLECTION", "bookings; drop"),
         ("MAX_CANCEL_SHARE", "1.5"),
         ("IMPORT_WINDOW_DAYS", "0"),
+        ("ALLOWED_GOOGLE_ACCOUNTS", "example.com"),  # a domain needs its @: it would never match
+        ("ALLOWED_GOOGLE_ACCOUNTS", "any,@example.com"),
+        ("ALLOWED_GOOGLE_ACCOUNTS", ","),
     ],
 )
 def test_malformed_value_fails_naming_the_variable(
@@ -85,3 +91,23 @@ def test_secrets_never_appear_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert "s3cr3t-webhook-value" not in str(caught.value)
+
+
+def test_allowed_accounts_take_any_explicitly_and_warn_when_unset(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from calsync.web.oauth import account_allowed
+
+    caplog.set_level(logging.WARNING)
+    unset = load_settings()
+    assert unset.allowed_google_accounts is None and account_allowed(unset, "anyone@example.org")
+    assert "ALLOWED_GOOGLE_ACCOUNTS is not set" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("ALLOWED_GOOGLE_ACCOUNTS", "Any")
+    explicit = load_settings()
+    assert explicit.allowed_google_accounts == "any" and account_allowed(explicit, "anyone@example.org")
+    assert "ALLOWED_GOOGLE_ACCOUNTS" not in caplog.text
+    monkeypatch.setenv("ALLOWED_GOOGLE_ACCOUNTS", "boss@example.org, @company.example,")
+    rules = load_settings()
+    assert account_allowed(rules, "Boss@example.org") and account_allowed(rules, "x@company.example")
+    assert not account_allowed(rules, "x@example.org")

@@ -12,13 +12,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import secrets
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlsplit
 
 from calsync.directus.client import DirectusClient
 from calsync.directus.errors import DirectusAuthError, DirectusError, DirectusNotFound
 from calsync.directus.status import SETTINGS_COLLECTION
+from calsync.state.store import DEFAULT_CONNECTION
+from calsync.web import links
 
 POLICY_NAME = "calsync sync service"
 USER_FIRST_NAME = "calsync"
@@ -90,6 +94,19 @@ SETTINGS_FIELDS: list[dict[str, Any]] = [
 ]
 
 
+# What the sync user may touch (field-level permissions): it reads what push, pull and the repair scan read,
+# and writes only what it sets. A field an admin adds later stays invisible to it.
+SYNC_WRITES = ("title", "start_datetime", "end_datetime", "all_day", "description", "location", "status",
+               "timezone", "google_event_id", "sync_status", "sync_error")  # fmt: skip
+SYNC_READS = ("id", *SYNC_WRITES, "date_created", "date_updated", "user_updated")
+OPTIONAL_FIELDS = ("timezone",)  # granted only where the collection has it
+STATUS_FIELDS = ("google_account", "connection_state", "last_cycle_at", "last_cycle_result", "last_error",
+                 "pending_changes", "dead_letters")  # fmt: skip
+# connect_url: the functions refresh the signed link (it expires) when they publish the status.
+SETTINGS_WRITES = (*STATUS_FIELDS, "connect_url")
+SETTINGS_READS = ("id", *SETTINGS_WRITES)
+
+
 # Types an existing field may have instead of the one calsync creates: a dateTime works (its naive values are
 # read in TIMEZONE), and over SQLite Directus reports a uuid field as a string.
 COMPATIBLE = {"timestamp": ("dateTime",), "uuid": ("string",)}
@@ -108,10 +125,28 @@ class SetupConfig:
     oauth_callback_url: str
     webhook_secret: str
     connect_key: str
+    # ON_GOOGLE_DELETE: only "delete" lets the sync user delete bookings (a flag, like the others, reads
+    # its environment name)
+    on_google_delete: str = dataclasses.field(
+        default_factory=lambda: os.environ.get("ON_GOOGLE_DELETE") or "cancel"
+    )
 
-    @property
-    def connect_url(self) -> str:
-        return f"{self.oauth_callback_url.rstrip('/')}/start?{urlencode({'key': self.connect_key})}"
+    def connect_url(self, now: datetime) -> str:
+        """A signed Connect link valid for links.LINK_TTL: the settings item never shows the key itself."""
+        return links.connect_url(self.oauth_callback_url, self.connect_key, DEFAULT_CONNECTION, now)
+
+    def connect_url_is_fresh(self, url: str, now: datetime) -> bool:
+        """``url`` is this configuration's signed link with at least half its validity left."""
+        parts = urlsplit(url)
+        start = f"{self.oauth_callback_url.rstrip('/')}/start"
+        token = parse_qs(parts.query).get("link", [""])[0]
+        if f"{parts.scheme}://{parts.netloc}{parts.path}" != start or not token:
+            return False
+        try:
+            connection, expiry = links.check_connect_link(self.connect_key, token, now)
+        except ValueError:  # LinkInvalid, LinkExpired
+            return False
+        return connection == DEFAULT_CONNECTION and expiry - now >= links.LINK_TTL / 2
 
 
 @dataclasses.dataclass
@@ -134,7 +169,10 @@ class DirectusSetup:
     def __init__(
         self, config: SetupConfig, dry_run: bool = False, client: DirectusClient | None = None
     ) -> None:
+        if config.on_google_delete not in ("cancel", "delete"):
+            raise SetupError("ON_GOOGLE_DELETE must be cancel or delete")
         self.config = config
+        self.booking_fields: set[str] = {f["field"] for f in BOOKING_FIELDS}
         self.dry_run = dry_run
         self.api = client or DirectusClient(
             config.directus_url, config.admin_token, config.collection, retries=1
@@ -194,6 +232,8 @@ class DirectusSetup:
             existing = {f["field"]: f for f in self._get(f"/fields/{name}") or []}
         except (DirectusNotFound, DirectusAuthError):
             existing = {}
+        if name == self.config.collection and existing:
+            self.booking_fields |= set(existing)
         if not existing:
             body = {
                 "collection": name,
@@ -226,14 +266,15 @@ class DirectusSetup:
             current = self._get(f"/items/{SETTINGS_COLLECTION}") or {}
         except DirectusError:
             current = {}
-        if current.get("connect_url") == self.config.connect_url:
+        now = datetime.now(UTC)
+        if self.config.connect_url_is_fresh(str(current.get("connect_url") or ""), now):
             self._step("Connect Google Calendar link", "unchanged")
             return
         self._write(
             "PATCH",
             f"/items/{SETTINGS_COLLECTION}",
             {
-                "connect_url": self.config.connect_url,
+                "connect_url": self.config.connect_url(now),
                 "connection_state": current.get("connection_state") or "not_connected",
             },
         )
@@ -262,38 +303,89 @@ class DirectusSetup:
         self._step(f"policy {POLICY_NAME!r}", "created")
         return str(created["id"]) if created else None
 
-    def _wanted_permissions(self, policy: str) -> list[dict[str, Any]]:
+    def _wanted_permissions(self, field_level: bool = True) -> dict[tuple[str, str], list[str]]:
+        """(collection, action) -> the fields allowed; no entry, no permission. ``field_level`` False: every
+        field (a Directus without the licence for field-level rules)."""
+        have = self.booking_fields
+        reads = [f for f in SYNC_READS if f in have or f not in OPTIONAL_FIELDS]
+        writes = [f for f in SYNC_WRITES if f in have or f not in OPTIONAL_FIELDS]
         collection = self.config.collection
-        wanted = [{"collection": collection, "action": a} for a in ("create", "read", "update", "delete")]
-        wanted += [{"collection": SETTINGS_COLLECTION, "action": a} for a in ("read", "update")]
-        # Directus 12 refuses filtered ("custom") rules, and none is needed: plain access to two collections.
-        return [{**w, "fields": ["*"], "permissions": {}, "validation": {}, "policy": policy} for w in wanted]
+        wanted = {
+            (collection, "read"): reads,
+            (collection, "create"): writes,
+            (collection, "update"): writes,
+            (SETTINGS_COLLECTION, "read"): list(SETTINGS_READS),
+            (SETTINGS_COLLECTION, "update"): list(SETTINGS_WRITES),
+        }
+        if not field_level:
+            wanted = {which: ["*"] for which in wanted}
+        if self.config.on_google_delete == "delete":  # otherwise a Google deletion only cancels
+            wanted[(collection, "delete")] = ["*"]
+        return wanted
+
+    def _read_permissions(self, policy: str | None) -> list[dict[str, Any]]:
+        if policy is None:
+            return []
+        query = {
+            "policy": {"_eq": policy},
+            "collection": {"_in": [self.config.collection, SETTINGS_COLLECTION]},
+        }
+        params = {"filter": json.dumps(query), "fields": "id,collection,action,fields", "limit": "-1"}
+        return list(self._get("/permissions", params) or [])
 
     def _ensure_permissions(self, policy: str | None) -> None:
-        have: set[tuple[str, str]] = set()
-        if policy is not None:
-            rows = (
-                self._get(
-                    "/permissions",
-                    {
-                        "filter": json.dumps({"policy": {"_eq": policy}}),
-                        "fields": "collection,action",
-                        "limit": "-1",
-                    },
-                )
-                or []
-            )
-            have = {(r["collection"], r["action"]) for r in rows}
-        missing = [
-            p for p in self._wanted_permissions(policy or "") if (p["collection"], p["action"]) not in have
-        ]
-        if missing:
-            self._write("POST", "/permissions", missing)
-            self._step(
-                "permissions", "created", ", ".join(f"{p['action']} {p['collection']}" for p in missing)
-            )
+        """Make the policy's permissions on the two collections exactly the wanted ones: create what is
+        missing, narrow what an earlier version granted wider (``fields: ["*"]``), drop what is not needed.
+
+        Directus 12 without a licence refuses field lists (``RESOURCE_RESTRICTED
+        custom_permission_rules_enabled``): there the sync user gets whole collections, still without
+        delete unless ON_GOOGLE_DELETE=delete, and the step says so."""
+        rows = self._read_permissions(policy)
+        changes: list[str] = []  # what was done, including before a refusal
+        note = ""
+        try:
+            self._apply_permissions(policy, rows, self._wanted_permissions(), changes)
+        except DirectusError as exc:
+            if exc.code != "RESOURCE_RESTRICTED":
+                raise
+            rows = self._read_permissions(policy)  # the writes before the refused one went through
+            self._apply_permissions(policy, rows, self._wanted_permissions(field_level=False), changes)
+            note = "field-level permissions need a Directus licence here: whole collections granted"
+        detail = "; ".join(filter(None, [", ".join(changes), note]))
+        if changes:
+            self._step("permissions", "updated" if rows else "created", detail)
         else:
-            self._step("permissions", "unchanged")
+            self._step("permissions", "unchanged", detail)
+
+    def _apply_permissions(
+        self,
+        policy: str | None,
+        rows: list[dict[str, Any]],
+        wanted: dict[tuple[str, str], list[str]],
+        changes: list[str],
+    ) -> None:
+        seen: set[tuple[str, str]] = set()
+        for row in rows:
+            which = (row["collection"], row["action"])
+            fields = wanted.get(which)
+            if fields is None or which in seen:  # not needed (or a duplicate): least privilege drops it
+                self._write("DELETE", f"/permissions/{row['id']}", None)
+                changes.append(f"removed {which[1]} {which[0]}")
+            elif sorted(row.get("fields") or []) != sorted(fields):
+                self._write("PATCH", f"/permissions/{row['id']}", {"fields": fields})
+                changes.append(
+                    f"narrowed {which[1]} {which[0]}" if fields != ["*"] else f"widened {which[1]} {which[0]}"
+                )
+            seen.add(which)
+        missing = [
+            {"collection": c, "action": a, "fields": f, "permissions": {}, "validation": {}, "policy": policy or ""}
+            for (c, a), f in wanted.items()
+            if (c, a) not in seen
+        ]  # fmt: skip
+        if missing:
+            # Directus 12 refuses filtered ("custom") rules, and none is needed: field lists are enough.
+            self._write("POST", "/permissions", missing)
+            changes += [f"created {p['action']} {p['collection']}" for p in missing]
 
     def _ensure_user(self, policy: str | None) -> None:
         query = {"first_name": {"_eq": USER_FIRST_NAME}, "last_name": {"_eq": USER_LAST_NAME}}

@@ -26,6 +26,11 @@ def status_fields(store: SyncStore, connection: str) -> dict[str, Any]:
     }
 
 
-def publish(directus: DirectusClient, store: SyncStore, connection: str) -> None:
-    """Write the status fields onto the settings singleton (raises DirectusError if Directus refuses)."""
-    directus.update_singleton(SETTINGS_COLLECTION, status_fields(store, connection))
+def publish(directus: DirectusClient, store: SyncStore, connection: str, connect_url: str | None) -> None:
+    """Write the status fields onto the settings singleton, with a fresh signed Connect link when the
+    settings to sign one are there (raises DirectusError if Directus refuses). Every cycle publishes, so
+    the link shown never gets older than a tick."""
+    fields = status_fields(store, connection)
+    if connect_url:
+        fields["connect_url"] = connect_url
+    directus.update_singleton(SETTINGS_COLLECTION, fields)

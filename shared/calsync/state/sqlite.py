@@ -7,6 +7,7 @@ the database lock makes create-if-absent, state consumption and leases atomic ac
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -94,7 +95,7 @@ class SqliteSyncStore(SyncStore):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_private()
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the state database {self.path}: {exc}") from exc
@@ -102,6 +103,19 @@ class SqliteSyncStore(SyncStore):
             raise StoreError(f"cannot create the state database {self.path}: {exc.strerror}") from exc
 
     # -- plumbing -------------------------------------------------------------------------------------
+    def _create_private(self) -> None:
+        """The database and its -wal/-shm files readable by this user only (0600; a new folder 0700).
+
+        SQLite creates -wal and -shm with the database file's own mode, so the file is made 0600 before
+        SQLite first opens it; files an earlier version left wider are narrowed. No umask change: it is
+        process-wide and connections open on request threads."""
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            if path.exists() and path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from calsync.web.http import HttpError
 
@@ -22,6 +22,11 @@ Action = Literal["upsert", "delete"]
 _ACTIONS: dict[str, Action] = {"create": "upsert", "update": "upsert", "delete": "delete"}
 _NO_USER = ("", "null", "undefined", "none")
 MAX_KEYS = 10_000
+# More keys than this (a bulk edit in Directus) are queued for the next import cycle instead of being pushed
+# while Directus waits: one delivery must not hold a function instance for minutes or outlive its timeout.
+INLINE_KEYS = 200
+MAX_KEY_LENGTH = 255  # Directus primary keys: integers, uuids, or strings of at most 255 characters
+MAX_NAME_LENGTH = 255  # event, collection and user names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,18 +37,19 @@ class Delivery:
     user: str | None
 
 
-Key = str | int
+# Strict: `true` or `1.0` must not become booking "1"; objects and arrays are refused too.
+Key = StrictStr | StrictInt
 
 
 class _Accountability(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    user: str | None = None
+    user: StrictStr | None = Field(default=None, max_length=MAX_NAME_LENGTH)
 
 
 class _Trigger(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    event: str = Field(min_length=1)
-    collection: str | None = None
+    event: StrictStr = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    collection: StrictStr | None = Field(default=None, max_length=MAX_NAME_LENGTH)
     key: Key | None = None
     keys: list[Key] | None = None
     payload: Any = None
@@ -56,6 +62,17 @@ def _problem(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+def _key(raw: Key) -> str:
+    """A booking key as a string: an integer, or printable text (no control characters, no lone
+    surrogates) of at most MAX_KEY_LENGTH characters. Blank keys come back empty (skipped)."""
+    key = str(raw).strip()
+    if len(key) > MAX_KEY_LENGTH:
+        raise HttpError(400, f"key too long: {len(key)} characters, limit {MAX_KEY_LENGTH}")
+    if not key.isprintable():
+        raise HttpError(400, "key has control or unencodable characters: " + ascii(key)[:80])
+    return key
+
+
 def parse_delivery(body: Any, expected_collection: str) -> Delivery:
     """The delivery's action, collection, keys and user; HttpError 4xx naming what is wrong."""
     if not isinstance(body, dict):
@@ -63,6 +80,10 @@ def parse_delivery(body: Any, expected_collection: str) -> Delivery:
     user: Any = None
     if "trigger" in body:
         user = body.get("user")
+        if user is not None and not (
+            isinstance(user, str) and len(user) <= MAX_NAME_LENGTH and user.isprintable()
+        ):
+            raise HttpError(400, f"user must be a user id string of at most {MAX_NAME_LENGTH} characters")
         body = body["trigger"]
         if not isinstance(body, dict):
             raise HttpError(400, "trigger must be a JSON object")
@@ -90,8 +111,8 @@ def parse_delivery(body: Any, expected_collection: str) -> Delivery:
     if trigger.key is not None:
         raw_keys.append(trigger.key)
     if not raw_keys and parts[-1] == "delete" and isinstance(trigger.payload, list):
-        raw_keys = [k for k in trigger.payload if isinstance(k, str | int)]
-    keys = tuple(dict.fromkeys(str(k).strip() for k in raw_keys if str(k).strip()))
+        raw_keys = [k for k in trigger.payload if isinstance(k, str | int) and not isinstance(k, bool)]
+    keys = tuple(key for key in dict.fromkeys(_key(k) for k in raw_keys) if key)
     if not keys:
         raise HttpError(400, "no keys: expected key or keys")
     if len(keys) > MAX_KEYS:

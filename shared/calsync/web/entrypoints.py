@@ -7,9 +7,11 @@ the core. Routing is by path so the same handler serves ``/start`` as a function
 
 from __future__ import annotations
 
+import logging
+
 import flask
 
-from calsync.bootstrap import get_app
+from calsync.bootstrap import App, get_app
 from calsync.sync.connection import status_body
 from calsync.web.http import (
     HttpError,
@@ -21,9 +23,24 @@ from calsync.web.http import (
     require_method,
 )
 
+log = logging.getLogger(__name__)
+
 
 def _route(request: flask.Request) -> str:
     return "/" + request.path.strip("/")
+
+
+def _require_connect_key(request: flask.Request, app: App, query_allowed: bool = False) -> None:
+    """``Authorization: Bearer CONNECT_KEY``. ``query_allowed``: /status also takes the older ``?key=``
+    (links and scripts made before the header existed), with a warning in the log, when no header is sent."""
+    if query_allowed and "Authorization" not in request.headers and "key" in request.args:
+        require_key(request, app.settings.connect_key, "CONNECT_KEY")
+        log.warning(
+            "/status was given CONNECT_KEY in its query string, which ends up in access logs and "
+            "browser history; send it in the Authorization header (Bearer) instead"
+        )
+        return
+    require_bearer(request, app.settings.connect_key, "CONNECT_KEY")
 
 
 @guarded("oauth_callback")
@@ -33,24 +50,28 @@ def oauth_callback(request: flask.Request) -> flask.Response:
     route = _route(request)
     if route == "/status":
         require_method(request, "GET")
-        require_key(request, app.settings.connect_key, "CONNECT_KEY")
+        _require_connect_key(request, app, query_allowed=True)
         return json_response(200, status_body(app.store, app.connection))
     if route not in ("/start", "/callback", "/disconnect"):
         raise HttpError(404, f"no route {route}; use /start, /callback, /status or /disconnect")
     from calsync.web import oauth  # only this function pays for oauthlib
 
-    if route == "/callback":
-        require_method(request, "GET")
-        if app.settings.connect_key is None:  # it signs the state
-            raise MissingSettings(["CONNECT_KEY"])
+    if route == "/disconnect":
+        require_method(request, "POST")
+        _require_connect_key(request, app)
         app.require("google_client_id", "google_client_secret", "google_redirect_uri")
-        return oauth.callback(app, request)
-    require_method(request, "GET" if route == "/start" else "POST")
-    require_key(request, app.settings.connect_key, "CONNECT_KEY")
+        return json_response(200, oauth.disconnect(app))
+    require_method(request, "GET")
+    if app.settings.connect_key is None:  # it signs links and states
+        raise MissingSettings(["CONNECT_KEY"])
+    if route == "/start":
+        refused = oauth.check_start(app, request)  # a signed link, or the key itself
+        if refused is not None:
+            return refused
     app.require("google_client_id", "google_client_secret", "google_redirect_uri")
     if route == "/start":
         return oauth.start(app)
-    return json_response(200, oauth.disconnect(app))
+    return oauth.callback(app, request)
 
 
 @guarded("booking_hook")

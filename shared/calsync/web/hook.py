@@ -9,7 +9,7 @@ import flask
 from calsync import logs
 from calsync.bootstrap import App
 from calsync.sync.push import Pusher, queue_failures
-from calsync.web.delivery import parse_delivery
+from calsync.web.delivery import INLINE_KEYS, Delivery, parse_delivery
 from calsync.web.http import json_response, read_json
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,8 @@ def handle_delivery(app: App, request: flask.Request) -> flask.Response:
         # `calsync directus setup` makes filters these out; a Flow made by hand may not.
         log.info("delivery skipped: written by the sync itself", extra=logs.fields(keys=len(delivery.keys)))
         return json_response(200, {"skipped": list(delivery.keys), "reason": "written by the sync itself"})
+    if len(delivery.keys) > INLINE_KEYS:
+        return _queue_all(app, delivery)
     outcome = Pusher(ctx).push(delivery.action, delivery.keys)
     queue_failures(ctx, outcome)
     body = {"action": delivery.action, **outcome.as_json()}
@@ -40,3 +42,21 @@ def handle_delivery(app: App, request: flask.Request) -> flask.Response:
         ),
     )
     return json_response(202 if outcome.failed else 200, body)
+
+
+def _queue_all(app: App, delivery: Delivery) -> flask.Response:
+    """A large delivery goes to the outbox whole, without calling Google; the import cycle drains it."""
+    for key in delivery.keys:
+        app.store.enqueue(app.connection, delivery.collection, key, delivery.action)
+    log.info(
+        "large delivery queued for the next cycle",
+        extra=logs.fields(action=delivery.action, keys=len(delivery.keys), inline_limit=INLINE_KEYS),
+    )
+    return json_response(
+        202,
+        {
+            "action": delivery.action,
+            "queued": len(delivery.keys),
+            "reason": f"more than {INLINE_KEYS} keys: queued for the next import cycle",
+        },
+    )

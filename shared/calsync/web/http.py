@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,9 @@ from calsync.state.store import StoreError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32  # Directus bodies are 3-4 levels deep; Python's parser recurses once per level
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 Handler = Callable[[flask.Request], flask.Response]
 
@@ -80,6 +84,19 @@ def require_method(request: flask.Request, *methods: str) -> None:
         raise HttpError(405, f"method {request.method} not allowed; use {' or '.join(methods)}")
 
 
+def json_depth(raw: bytes) -> int:
+    """How deeply the arrays and objects of a JSON text nest, counted without parsing it (no recursion)."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def read_json(request: flask.Request, limit: int = MAX_BODY_BYTES) -> Any:
     """The JSON body, refusing oversized or malformed ones with a 4xx naming the problem."""
     if request.content_length is not None and request.content_length > limit:
@@ -89,9 +106,11 @@ def read_json(request: flask.Request, limit: int = MAX_BODY_BYTES) -> Any:
         raise HttpError(413, f"body too large: limit {limit} bytes")
     if not raw.strip():
         raise HttpError(400, "empty body: expected JSON")
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise HttpError(400, f"JSON nested too deep: more than {MAX_JSON_DEPTH} levels")
     try:
         return flask.json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise HttpError(400, f"body is not valid JSON: {exc}") from None
 
 
@@ -111,9 +130,10 @@ def guarded(name: str) -> Callable[[Handler], Handler]:
                 except SettingsError as exc:
                     log.error(str(exc), extra=logs.fields(function=name))
                     return json_error(503, str(exc))
-                except StoreError as exc:
+                except StoreError:
+                    # The detail (a file path, a resource name) is for the operator's log, not the caller.
                     log.error("state store unavailable", exc_info=True, extra=logs.fields(function=name))
-                    return json_error(503, f"state store unavailable: {exc}")
+                    return json_error(503, "state store unavailable; see the logs")
                 except Exception as exc:
                     log.exception("unexpected failure", extra=logs.fields(function=name))
                     return json_error(500, f"internal error ({type(exc).__name__}); see the logs")

@@ -30,9 +30,11 @@ from pydantic import SecretStr
 
 from calsync import logs
 from calsync.bootstrap import App
-from calsync.settings import Settings
+from calsync.settings import ANY_ACCOUNT, Settings
 from calsync.state.store import OAuthState, StoreError, utcnow
 from calsync.sync.connection import mark_connected, mark_disconnected
+from calsync.web import links
+from calsync.web.http import require_key
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar"
 EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
 SCOPES = ("openid", EMAIL_SCOPE, CALENDAR_EVENTS_SCOPE)
 STATE_TTL = timedelta(minutes=10)
+MAX_STATE_LENGTH = 512
+STATE_COOKIE = "calsync_oauth"
+MAX_CODE_LENGTH = 2048
 TIMEOUT_S = 15
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -82,22 +87,109 @@ START_AGAIN = "Open the “Connect Google Calendar” link again to start over."
 
 
 def _state_key(connect_key: SecretStr) -> bytes:
-    return hashlib.sha256(b"calsync-oauth-state\0" + connect_key.get_secret_value().encode()).digest()
+    return links.derive_key(connect_key.get_secret_value(), "calsync-oauth-state")
 
 
-def _signature(connect_key: SecretStr, nonce: str) -> str:
-    digest = hmac.new(_state_key(connect_key), nonce.encode(), hashlib.sha256).digest()
+def _signature(connect_key: SecretStr, *parts: str) -> str:
+    digest = hmac.new(_state_key(connect_key), "\0".join(parts).encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
-def new_state(connect_key: SecretStr) -> str:
+def browser_binding(cookie: str) -> str:
+    """What a state remembers of the browser that began it: the SHA-256 of its cookie, never the cookie."""
+    return hashlib.sha256(cookie.encode()).hexdigest()
+
+
+def new_state(connect_key: SecretStr, binding: str) -> str:
+    """``nonce.issued.bound``: ``issued`` proves we made it; ``bound`` ties it to the browser's cookie hash
+    (the state is stored whole, so the binding travels with the stored OAuth state without a new field)."""
     nonce = secrets.token_urlsafe(32)
-    return f"{nonce}.{_signature(connect_key, nonce)}"
+    return f"{nonce}.{_signature(connect_key, 'issued', nonce)}.{_signature(connect_key, 'bound', nonce, binding)}"
+
+
+def _state_parts(state: str) -> list[str] | None:
+    parts = state.split(".")
+    return parts if state.isascii() and len(parts) == 3 and all(parts) else None
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def state_is_signed(connect_key: SecretStr, state: str) -> bool:
-    nonce, _, signature = state.partition(".")
-    return bool(nonce and signature) and hmac.compare_digest(signature, _signature(connect_key, nonce))
+    """We issued this state (before any lookup: a forged one costs nothing)."""
+    parts = _state_parts(state)
+    return parts is not None and _same(parts[1], _signature(connect_key, "issued", parts[0]))
+
+
+def state_is_bound_to(connect_key: SecretStr, state: str, cookie: str | None) -> bool:
+    """This browser began this state: its cookie is the one /start set along with it."""
+    parts = _state_parts(state)
+    if parts is None or not cookie or not cookie.isascii():
+        return False
+    return _same(parts[2], _signature(connect_key, "bound", parts[0], browser_binding(cookie)))
+
+
+def _cookie_path(settings: Settings) -> str:
+    assert settings.google_redirect_uri is not None
+    return settings.google_redirect_uri.path or "/"
+
+
+def _bind_browser(response: flask.Response, settings: Settings, cookie: str) -> None:
+    """The cookie only /callback receives: HttpOnly, SameSite=Lax (Google's redirect back is a top-level
+    GET, which Lax lets through), Secure except on a loopback redirect URI (plain-http local runs)."""
+    assert settings.google_redirect_uri is not None
+    response.set_cookie(
+        STATE_COOKIE,
+        cookie,
+        max_age=int(STATE_TTL.total_seconds()),
+        path=_cookie_path(settings),
+        secure=settings.google_redirect_uri.host not in _LOOPBACK,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def _forget_browser(response: flask.Response, settings: Settings) -> flask.Response:
+    assert settings.google_redirect_uri is not None
+    response.delete_cookie(
+        STATE_COOKIE,
+        path=_cookie_path(settings),
+        secure=settings.google_redirect_uri.host not in _LOOPBACK,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
+
+
+# -- the Connect link ---------------------------------------------------------------------------------
+
+
+def check_start(app: App, request: flask.Request) -> flask.Response | None:
+    """/start is opened with a signed ``link`` (what Directus shows) or the key itself; a page if refused."""
+    assert app.settings.connect_key is not None
+    token = request.args.get("link")
+    if token is None:
+        require_key(request, app.settings.connect_key, "CONNECT_KEY")
+        return None
+    try:
+        connection, _ = links.check_connect_link(app.settings.connect_key.get_secret_value(), token, utcnow())
+    except links.LinkExpired:
+        return page(
+            403,
+            "This connect link has expired",
+            "This connect link has expired; open the settings item again for a fresh one.",
+        )
+    except links.LinkInvalid:
+        return page(
+            403,
+            "Unrecognised connect link",
+            "This connect link was not made by this installation, or it was changed.",
+            "Open the “Connect Google Calendar” link in Directus's settings item again.",
+        )
+    if connection != app.connection:
+        return page(403, "Unrecognised connect link", "This connect link belongs to another connection.")
+    return None
 
 
 # -- the consent flow ---------------------------------------------------------------------------------
@@ -141,7 +233,8 @@ def start(app: App) -> flask.Response:
     """302 to Google's consent screen with a fresh single-use state."""
     settings = app.settings
     assert settings.connect_key is not None
-    state = new_state(settings.connect_key)
+    cookie = secrets.token_urlsafe(32)
+    state = new_state(settings.connect_key, browser_binding(cookie))
     flow = _flow(settings)
     url, _ = flow.authorization_url(
         state=state, access_type="offline", prompt="consent", include_granted_scopes="true"
@@ -154,7 +247,9 @@ def start(app: App) -> flask.Response:
             expires_at=utcnow() + STATE_TTL,
         )
     )
-    return redirect(url)
+    response = redirect(url)
+    _bind_browser(response, settings, cookie)
+    return response
 
 
 def _granted_scopes(token: dict[str, Any]) -> list[str]:
@@ -179,8 +274,8 @@ def _account_from_id_token(id_token: str | None) -> tuple[str | None, bool]:
 
 
 def account_allowed(settings: Settings, account: str) -> bool:
-    """ALLOWED_GOOGLE_ACCOUNTS: comma-separated emails or @domain; unset allows any account."""
-    if not settings.allowed_google_accounts:
+    """ALLOWED_GOOGLE_ACCOUNTS: comma-separated emails or @domain; ``any`` (or unset) allows any account."""
+    if not settings.allowed_google_accounts or settings.allowed_google_accounts == ANY_ACCOUNT:
         return True
     account = account.lower()
     for rule in (r.strip().lower() for r in settings.allowed_google_accounts.split(",")):
@@ -228,17 +323,28 @@ def callback(app: App, request: flask.Request) -> flask.Response:
                 START_AGAIN,
             )
         return page(
-            400, "Google reported an error", f"Google answered the consent with: {error}.", START_AGAIN
+            400, "Google reported an error", f"Google answered the consent with: {error[:200]}.", START_AGAIN
         )
     state = args.get("state", "")
     if not state:
         return page(400, "Missing state", "This address lacks the state Google sends back.", START_AGAIN)
+    if not state.isascii() or len(state) > MAX_STATE_LENGTH:
+        return page(400, "Unrecognised request", "This address's state is malformed.", START_AGAIN)
     if not state_is_signed(settings.connect_key, state):
         return page(
             400,
             "Unrecognised request",
             "This sign-in did not start here (its state is not ours).",
             START_AGAIN,
+        )
+    if not state_is_bound_to(settings.connect_key, state, request.cookies.get(STATE_COOKIE)):
+        # Login CSRF: someone else's consent, sent to this browser, must not connect their account here.
+        return page(
+            400,
+            "Start again from the same browser",
+            "This sign-in was started in another browser (or this browser's cookies were cleared), so it "
+            "cannot be finished here. Nothing was changed.",
+            "Open the “Connect Google Calendar” link again in this browser and finish the sign-in in it.",
         )
     try:
         stored = app.store.consume_oauth_state(state)
@@ -251,11 +357,22 @@ def callback(app: App, request: flask.Request) -> flask.Response:
         return page(
             400, "Link already used", "This sign-in was already completed or is unknown.", START_AGAIN
         )
+    return _forget_browser(_finish(app, request, stored), settings)  # the state is spent: so is its cookie
+
+
+def _finish(app: App, request: flask.Request, stored: OAuthState) -> flask.Response:
+    """The state was ours, this browser's, and is now consumed: exchange the code and keep the token."""
+    settings = app.settings
+    args = request.args
     if stored.expired():
         return page(400, "Link expired", "The sign-in took longer than 10 minutes.", START_AGAIN)
     code = args.get("code", "")
     if not code:
         return page(400, "Missing code", "Google did not send an authorization code.", START_AGAIN)
+    if not code.isascii() or not code.isprintable() or len(code) > MAX_CODE_LENGTH:
+        return page(
+            400, "Malformed code", "The authorization code in this address is malformed.", START_AGAIN
+        )
 
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
@@ -320,6 +437,22 @@ def callback(app: App, request: flask.Request) -> flask.Response:
             "This account is not allowed",
             f"{account} is not in ALLOWED_GOOGLE_ACCOUNTS; nothing was stored and its access was revoked.",
             "Connect with an allowed account.",
+        )
+    connected = app.store.get_status(app.connection)
+    current = (connected.account or account).lower()
+    if connected.state in ("connected", "needs_reconnect") and current != account:
+        # Another account's consent must not silently move the sync (and every booking) to its calendar.
+        revoke(settings, refresh_token)
+        log.warning(
+            "consent from another account while one is connected",
+            extra=logs.fields(account=account, connected=connected.account),
+        )
+        return page(
+            409,
+            "Another Google account is connected",
+            f"{connected.account} is connected now, so {account} was not connected; its access was revoked. "
+            f"To switch accounts, disconnect {connected.account} first, then connect again.",
+            "Reconnecting the same account needs no disconnect.",
         )
     try:
         app.tokens.put(refresh_token, app.connection)

@@ -1,0 +1,130 @@
+"""The permissions `calsync directus setup` asks for: field lists for a Directus that allows them (a licensed
+Directus 12), whole collections where it refuses them; delete only with ON_GOOGLE_DELETE=delete.
+(tests/integration/test_directus.py runs setup against a real, unlicensed Directus 12.)"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from calsync.directus.client import DirectusAuthError
+from calsync.directus.setup import (
+    SETTINGS_READS,
+    SETTINGS_WRITES,
+    DirectusSetup,
+    SetupConfig,
+    SetupError,
+)
+
+CONFIG = SetupConfig("http://d", "admin", "bookings", "http://h", "http://o", "s-123456", "k-123456")
+
+
+class FakePermissions:
+    """Directus's /permissions for one policy, as far as setup uses it."""
+
+    def __init__(self, rows: list[dict[str, Any]], field_level: bool = True) -> None:
+        self.rows = {n: {"id": n, **row} for n, row in enumerate(rows, start=1)}
+        self.field_level = field_level
+        self.writes: list[tuple[str, str]] = []
+
+    def _allowed(self, fields: list[str]) -> None:
+        if not self.field_level and fields != ["*"]:
+            raise DirectusAuthError("custom_permission_rules_enabled is a restricted resource.", 403,
+                                    "RESOURCE_RESTRICTED")  # fmt: skip
+
+    def request(self, method: str, path: str, what: str, *, params: Any = None, body: Any = None) -> Any:
+        if method == "GET":
+            return list(self.rows.values())
+        self.writes.append((method, path))
+        if method == "POST":
+            for row in body:
+                self._allowed(row["fields"])
+            for row in body:
+                self.rows[max(self.rows, default=0) + 1] = {"id": max(self.rows, default=0) + 1, **row}
+        elif method == "PATCH":
+            self._allowed(body["fields"])
+            self.rows[int(path.rsplit("/", 1)[1])]["fields"] = body["fields"]
+        elif method == "DELETE":
+            del self.rows[int(path.rsplit("/", 1)[1])]
+        return None
+
+    def granted(self) -> dict[tuple[str, str], list[str]]:
+        return {(r["collection"], r["action"]): sorted(r["fields"]) for r in self.rows.values()}
+
+
+def run(api: FakePermissions, config: SetupConfig = CONFIG, timezone: bool = False) -> dict[str, str]:
+    setup = DirectusSetup(config, client=api)  # type: ignore[arg-type]
+    if timezone:
+        setup.booking_fields.add("timezone")
+    setup._ensure_permissions("policy-1")
+    return next(s for s in setup.result.steps if s["what"] == "permissions")
+
+
+WIDE = [{"collection": c, "action": a, "fields": ["*"]}
+        for c, actions in (("bookings", "create read update delete"), ("calendar_sync", "read update"))
+        for a in actions.split()]  # fmt: skip
+WRITES = ["all_day", "description", "end_datetime", "google_event_id", "location", "start_datetime", "status",
+          "sync_error", "sync_status", "title"]  # fmt: skip
+
+
+def test_an_earlier_versions_wide_policy_is_narrowed_to_what_the_sync_touches() -> None:
+    api = FakePermissions(WIDE)
+    step = run(api)
+    assert step["action"] == "updated" and "removed delete bookings" in step["detail"]
+    granted = api.granted()
+    assert granted[("bookings", "update")] == WRITES == granted[("bookings", "create")]
+    assert granted[("bookings", "read")] == sorted(
+        [*WRITES, "id", "date_created", "date_updated", "user_updated"]
+    )
+    assert ("bookings", "delete") not in granted
+    assert granted[("calendar_sync", "update")] == sorted(SETTINGS_WRITES)
+    assert granted[("calendar_sync", "read")] == sorted(SETTINGS_READS)
+    assert "connect_url" in SETTINGS_WRITES  # the functions refresh the signed link
+    api.writes.clear()
+    assert run(api)["action"] == "unchanged" and api.writes == []  # idempotent
+
+
+def test_timezone_is_granted_where_the_collection_has_it_and_delete_only_when_asked() -> None:
+    api = FakePermissions([])
+    assert (
+        run(api, dataclasses.replace(CONFIG, on_google_delete="delete"), timezone=True)["action"] == "created"
+    )
+    granted = api.granted()
+    assert "timezone" in granted[("bookings", "update")] and "timezone" in granted[("bookings", "read")]
+    assert granted[("bookings", "delete")] == ["*"]
+    run(api)
+    assert ("bookings", "delete") not in api.granted() and "timezone" not in api.granted()[
+        ("bookings", "read")
+    ]
+
+
+def test_duplicates_are_dropped() -> None:
+    api = FakePermissions([*WIDE, {"collection": "bookings", "action": "read", "fields": ["*"]}])
+    run(api)
+    assert sorted(api.granted()) == sorted(
+        {(r["collection"], r["action"]) for r in WIDE} - {("bookings", "delete")}
+    )
+    assert len(api.rows) == 5
+
+
+def test_a_directus_without_field_level_rules_gets_whole_collections_and_says_so() -> None:
+    api = FakePermissions(WIDE, field_level=False)
+    step = run(api)
+    assert "removed delete bookings" in step["detail"] and "licence" in step["detail"]
+    assert all(fields == ["*"] for fields in api.granted().values())
+    assert ("bookings", "delete") not in api.granted()
+    fresh = FakePermissions([], field_level=False)
+    assert run(fresh)["action"] == "created" and len(fresh.rows) == 5
+
+
+def test_on_google_delete_must_be_known() -> None:
+    with pytest.raises(SetupError, match="ON_GOOGLE_DELETE"):
+        DirectusSetup(dataclasses.replace(CONFIG, on_google_delete="remove"), client=FakePermissions([]))  # type: ignore[arg-type]
+
+
+def test_on_google_delete_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ON_GOOGLE_DELETE", "delete")
+    config = SetupConfig("http://d", "admin", "bookings", "http://h", "http://o", "s-123456", "k-123456")
+    assert config.on_google_delete == "delete"

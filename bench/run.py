@@ -22,7 +22,7 @@ Columns of bench/results.json (one object per scenario):
   held). The OAuth token endpoint is not the Calendar API and is not counted: the worker refreshes its
   access token before the timed step, as a warm instance has one.
 - ``directus_requests``: ``DirectusClient.requests`` during the timed step (retries included).
-- ``floor_requests``: the fewest Calendar API requests the same work can take (see each ``floor_*``).
+- ``floor_requests``: the fewest Calendar API requests the same work can take (bench/floors.py).
 - ``wall_s``: the timed step (the median over the rounds where there are several). Incremental rows also
   give ``fake_s`` (the fake's own computing time in the step; Google's answer time is modelled by the
   latency alone) and ``wall_less_fake_s``, which the size-independence target compares.
@@ -61,24 +61,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script too
     sys.path.insert(0, str(ROOT))
 
+from bench.coldstart import FUNCTIONS  # noqa: E402
+from bench.floors import floor_full, floor_hook, floor_incremental, floor_push  # noqa: E402
 from bench.worker import CONNECT_KEY, WEBHOOK_SECRET  # noqa: E402
 from calsync.directus.setup import FLOW_NAME  # noqa: E402
 from tests.fakes.google import GoogleFake  # noqa: E402
 from tests.parts.directus import DirectusServer, install_dir  # noqa: E402
 
-GOOGLE_PAGE = 2500  # events.list maxResults maximum
-GOOGLE_BATCH = 50  # calls per batch request, as Google advises (FACTS.md)
 REDIRECT_URI = "http://127.0.0.1:9/oauth_callback/callback"
 CALENDAR_API = "calendar/v3"  # single calls (/calendar/v3/...) and batches (/batch/calendar/v3)
-FUNCTIONS = ("booking_hook", "calendar_import", "oauth_callback")
-# What each function's first request imports beyond main.py (embedded stores): part of a cold start too.
-FIRST_REQUEST_IMPORTS = {
-    "booking_hook": "calsync.web.hook,calsync.state.sqlite,calsync.state.tokens_file,calsync.directus.client,"
-    "google.oauth2.credentials,googleapiclient.discovery,google_auth_httplib2",
-    "calendar_import": "calsync.sync.cycle,calsync.state.sqlite,calsync.state.tokens_file,calsync.directus.client,"
-    "google.oauth2.credentials,googleapiclient.discovery,google_auth_httplib2",
-    "oauth_callback": "calsync.web.oauth,calsync.state.sqlite,calsync.state.tokens_file,google_auth_oauthlib.flow",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,34 +84,6 @@ class Sizes:
 
 
 SMALL = Sizes(hook=20, incremental=(20, 50), changes=3, full=50, push=30, rounds=1, cold_runs=1)
-
-
-# -- floors: the fewest Calendar API requests the work allows ------------------------------------------
-
-
-def floor_incremental(changes: int) -> int:
-    """One events.list with the sync token returns exactly the changed events, up to 2500 a page; the
-    changes go to Directus, so nothing has to be written back to Google."""
-    return math.ceil(changes / GOOGLE_PAGE)
-
-
-def floor_full(events: int) -> int:
-    """Every event has to be listed (2500 a page), and every new event stamped once with its booking key
-    (a patch of extendedProperties.private, 50 a batch): the key exists only once Directus created the
-    booking, after the listing, so the stamp cannot ride on the listing."""
-    return math.ceil(events / GOOGLE_PAGE) + math.ceil(events / GOOGLE_BATCH)
-
-
-def floor_push(bookings: int) -> int:
-    """One insert per booking, 50 a batch, plus the one events.list every cycle makes to pull Google's
-    changes (a cycle cannot skip it: it is how the cycle learns what changed in the calendar)."""
-    return math.ceil(bookings / GOOGLE_BATCH) + 1
-
-
-def floor_hook(deliveries: int) -> int:
-    """Each delivery is one booking created: one events.insert. Deliveries arrive one at a time, so there
-    is nothing to batch."""
-    return deliveries
 
 
 # -- the parts ------------------------------------------------------------------------------------------
@@ -538,33 +501,16 @@ def push_per_delivery(b: Bench) -> dict[str, Any]:
         )
 
 
-_COLD = """
-import json, resource, runpy, sys, time
-started = time.perf_counter()
-runpy.run_path(sys.argv[1], run_name="main")
-loaded = time.perf_counter()
-for name in sys.argv[2].split(","):
-    __import__(name)
-done = time.perf_counter()
-# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would show the launching process's peak.
-hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
-rss = hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"import_s": loaded - started, "first_request_imports_s": done - loaded, "rss_mb": rss / 1024}))
-"""
-
-
 def cold_start(sizes: Sizes) -> list[dict[str, Any]]:
-    """Import time of each function's main.py in a fresh interpreter (``runpy.run_path`` timed inside the
-    process, so interpreter start-up itself is left out), the median of ``cold_runs`` runs. Also timed:
-    the modules the function's first request imports lazily, which a cold instance pays on that request."""
+    """Import time of each function's main.py in a fresh interpreter (bench/coldstart.py), the median of
+    ``cold_runs`` runs, and of the modules the function's first request imports lazily."""
     rows = []
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     for function in FUNCTIONS:
         runs = []
         for _ in range(sizes.cold_runs):
             result = subprocess.run(
-                [sys.executable, "-c", _COLD, str(ROOT / "functions" / function / "main.py"),
-                 FIRST_REQUEST_IMPORTS[function]],
+                [sys.executable, str(ROOT / "bench" / "coldstart.py"), function],
                 cwd=ROOT / "functions" / function, env=env, capture_output=True, text=True, check=True,
             )  # fmt: skip
             runs.append(json.loads(result.stdout.strip().splitlines()[-1]))

@@ -1,8 +1,10 @@
 """The floors: the fewest Calendar API requests each scenario's work can take, whoever wrote the sync.
 
 A sync is bounded by Google's per-user quota and round trips, so the benchmarks count its requests against
-what the API cannot do without. Each floor says why it cannot be lower; the targets judge the
-measured requests against it.
+what the API cannot do without. Each floor says why it cannot be lower; bench/targets.py judges the
+measured requests as a ratio to it. The Directus side has no such formula (its cost is per item, inside
+Directus): where Directus is the bound, the bench measures Directus's own time for the same work instead
+(bench/scenarios.py, ``push_1000``).
 """
 
 from __future__ import annotations

@@ -38,3 +38,9 @@ def floor_push(bookings: int) -> int:
     """One insert per booking, 50 a batch, plus the one events.list every cycle makes to pull Google's
     changes (a cycle cannot skip it: it is how the cycle learns what changed in the calendar)."""
     return math.ceil(bookings / GOOGLE_BATCH) + 1
+
+
+def floor_tick_quiet(connections: int) -> int:
+    """A cycle where nothing changed still has to ask each connected calendar what changed: one events.list
+    with the sync token per connection, which answers an empty page. Nothing else reaches Google."""
+    return connections

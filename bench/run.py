@@ -37,6 +37,7 @@ bench/results.json is one object per row:
   status write-backs, sent by nothing but the client (``scenarios.directus_own_write_back``);
   ``ratio_to_directus`` = ``wall_s / directus_own_s``; ``written_back``, the bookings holding their
   ``google_event_id`` and ``synced`` afterwards.
+- tick_quiet_1_connection: ``directus_wait_s``, the cycle's time waiting for Directus's answers.
 - cold_start_*: ``p50_ms``/``p95_ms`` of main.py's import over the runs, ``first_request_imports_ms``.
 - ``target``/``met``: the row's target and whether it is met (``null``: no target).
 """
@@ -99,6 +100,8 @@ def measured(row: Row) -> str:
             f"{row['wall_s']} s against Directus's own {row['directus_own_s']} s for the same write-backs "
             f"({row['ratio_to_directus']}x); {row['written_back']} of {row['sizes']['bookings']} written back"
         )
+    if name.startswith("tick_quiet_"):
+        return f"{row['wall_s']} s, of which waiting for Directus {row['directus_wait_s']} s"
     if name.startswith("cold_start_"):
         return (
             f"import p50 {row['p50_ms']} ms, first request's imports {row['first_request_imports_ms']} ms, "

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.coldstart import FUNCTIONS
-from bench.floors import floor_full, floor_hook, floor_incremental, floor_push
+from bench.floors import floor_full, floor_hook, floor_incremental, floor_push, floor_tick_quiet
 from bench.harness import COLLECTION, ROOT, Directus, Env, child_env, environment, percentile
 from calsync.state.store import DEFAULT_CONNECTION
 from calsync.sync.booking import FIELDS
@@ -42,11 +42,12 @@ class Sizes:
     changes: int = 10
     full: int = 10_000
     push: int = 1000
+    quiet: int = 250  # events in the calendar and bookings in Directus, all synced
     rounds: int = 3  # timed incremental cycles per calendar size (the median is reported)
     cold_runs: int = 5
 
 
-SMALL = Sizes(hook=20, incremental=(20, 50), changes=3, full=50, push=30, rounds=1, cold_runs=1)
+SMALL = Sizes(hook=20, incremental=(20, 50), changes=3, full=50, push=30, quiet=10, rounds=1, cold_runs=1)
 
 
 class Bench:
@@ -302,6 +303,64 @@ def push_1000(b: Bench) -> list[Row]:
     ]
 
 
+# -- a tick with nothing to do ----------------------------------------------------------------------------
+
+
+def tick_quiet_name(connections: int) -> str:
+    return f"tick_quiet_{connections}_connection" + ("s" if connections != 1 else "")
+
+
+def tick_quiet(b: Bench, connections: int = 1) -> list[Row]:
+    """One cycle after setup, when nothing changed on either side since the last one.
+
+    Setup: ``sizes.quiet`` events in the calendar and as many bookings in Directus, synced both ways, then
+    cycles until one changes nothing (the first imports and pushes, the next absorb their echoes). The
+    timed cycle must change nothing either; its Google requests are the floor's one list call per
+    connection, its Directus requests and wall time are what every tick of a quiet day costs.
+
+    One connection for now: the worker holds one App, whose connection the entry point syncs. More
+    connections will need the worker to hold one per connection and sum the timed cycles here; the name,
+    the floor and the row already take the count."""
+    if connections != 1:
+        raise NotImplementedError("bench/worker.py syncs one connection per process")
+    name = tick_quiet_name(connections)
+    size = b.sizes.quiet
+    with b.environment(name) as env:
+        env.seed(size)
+        b.directus.create_bookings(size)
+        settle(env, name)
+        env.fresh_worker()
+        env.worker.call("warm")
+        with env.timed():
+            answer = env.worker.call("cycle", **env.profile(name))
+            google = env.google_requests()
+        if changed(answer["body"]):
+            raise RuntimeError(f"{name}: the quiet cycle changed something: {answer['body']}")
+    return [
+        step_row(
+            name,
+            {"connections": connections, "events": size, "bookings": size},
+            answer,
+            google,
+            floor_tick_quiet(connections),
+            b.latency,
+            directus_wait_s=round(answer["directus_wait_s"], 3),
+        )
+    ]
+
+
+def changed(body: dict[str, Any]) -> bool:
+    return any(body[name] for name in ("created", "updated", "cancelled", "pushed", "queued"))
+
+
+def settle(env: Env, name: str, most: int = 5) -> None:
+    """Cycles until one changes nothing."""
+    for _ in range(most):
+        if not changed(env.worker.call("cycle")["body"]):
+            return
+    raise RuntimeError(f"{name}: still changing after {most} cycles")
+
+
 # -- cold starts ------------------------------------------------------------------------------------------
 
 
@@ -364,5 +423,6 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "import_full_10000": Scenario(import_full),
     "push_1000": Scenario(push_1000),
+    tick_quiet_name(1): Scenario(lambda b: tick_quiet(b, connections=1)),
     "cold_start": Scenario(cold_start),
 }

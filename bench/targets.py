@@ -76,7 +76,12 @@ TARGETS: dict[str, Target] = {
 }
 
 
+TICK_QUIET = Target("google_requests == floor (one events.list per connection)", at_floor)
+
+
 def target_for(scenario: str) -> Target | None:
+    if scenario.startswith("tick_quiet_"):
+        return TICK_QUIET
     return TARGETS.get(scenario)
 
 

@@ -23,6 +23,7 @@ SCENARIOS = [
     "import_incremental_10_of_10000",
     "import_full_10000",
     "push_1000",
+    "tick_quiet_1_connection",
     "cold_start_booking_hook",
     "cold_start_calendar_import",
     "cold_start_oauth_callback",
@@ -70,6 +71,10 @@ def test_bench_runs_on_tiny_sizes_and_writes_well_formed_results(tmp_path: Path)
     # Directus's own time for the same write-backs: one update call per batch, measured apart
     assert push["directus_own_s"] > 0 and push["directus_own_requests"] == batches
     assert push["ratio_to_directus"] == pytest.approx(push["wall_s"] / push["directus_own_s"], abs=0.01)
+
+    quiet = by_name["tick_quiet_1_connection"]
+    assert quiet["google_requests"] == quiet["floor_requests"] == 1 and quiet["met"] is True
+    assert quiet["directus_requests"] > 0 and quiet["sizes"]["connections"] == 1
 
     for function in ("booking_hook", "calendar_import", "oauth_callback"):
         cold = by_name[f"cold_start_{function}"]

@@ -84,8 +84,9 @@ tf-check: iac
 bundle: install
 	$(BIN)/python scripts/bundle.py
 
-# Benchmarks (issue 8): a real Directus and the Google fake (30 ms per request); prints a table and writes
-# bench/results.json (about 5 minutes). Not part of `make test`; tests/integration/test_bench_smoke.py keeps it alive.
+# Benchmarks (issues 8, 14): a real Directus and the Google fake (30 ms per request); prints the README's
+# performance table and writes bench/results.json (a few minutes). BENCH_ARGS passes options to bench/run.py,
+# e.g. BENCH_ARGS="--only push_1000". Not part of `make test`; tests/integration/test_bench_smoke.py keeps it alive.
 bench: install directus
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

@@ -136,6 +136,9 @@ class App:
             max_cancel_share=settings.max_cancel_share,
             max_delete_share=settings.max_delete_share,
             on_google_delete=settings.on_google_delete,
+            event_types=settings.event_types,
+            import_invitations=settings.import_invitations,
+            description_footer=settings.description_footer == "link",
         )
 
     def context(self, connection: str | None = None) -> SyncContext:

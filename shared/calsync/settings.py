@@ -1,6 +1,6 @@
 """Settings: one typed, validated object built from the environment (names are a documented contract).
 
-Only ``wiring`` reads the environment (through :func:`load_settings`). Secrets are ``SecretStr`` so they never
+Only ``bootstrap`` reads the environment (through :func:`load_settings`). Secrets are ``SecretStr`` so they never
 appear in a repr, a log line or a validation error.
 """
 
@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     max_cancel_share: float = Field(default=0.2, gt=0, le=1)
     max_delete_share: float = Field(default=0.2, gt=0, le=1)
     send_updates: Literal["none", "all", "externalOnly"] = "none"
+    # What is imported: Google's event types (comma-separated; Google's names, unknown ones accepted as
+    # new types appear), and invitations from other organizers by the owner's answer
+    import_event_types: str = Field(default="default", pattern=r"^\s*[A-Za-z]+(\s*,\s*[A-Za-z]+)*\s*$")
+    import_invitations: Literal["accepted", "all", "none"] = "accepted"
+    # What the sync adds to the events it creates: "link" (a line with the booking's number and link),
+    # or "none"; the link always goes in the event's source
+    description_footer: Literal["link", "none"] = "link"
 
     # State
     store: str = Field(default=f"sqlite:///{DEFAULT_STATE_DIR}/state.sqlite3")
@@ -112,6 +119,10 @@ class Settings(BaseSettings):
         if len(parts) == 3 and parts[1] == "secrets" and all(parts):
             return value
         raise ValueError("must be file:///PATH or secretmanager://projects/PROJECT/secrets/NAME")
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(sorted({t.strip() for t in self.import_event_types.split(",") if t.strip()}))
 
     @property
     def directus_link_base(self) -> str | None:

@@ -255,6 +255,37 @@ def test_bookings_saved_while_the_hook_is_down_are_repaired_by_the_next_cycle(co
     assert "While down" not in {e["summary"] for e in w.live_events()}
 
 
+def test_a_forged_delete_and_empty_reads_delete_nothing_but_a_real_delete_does(connected: World) -> None:
+    w = connected
+    rows = w.create(*[{"title": f"Kept {n}", "start_datetime": (SOON + timedelta(hours=n)).isoformat()}
+                      for n in range(12)])  # fmt: skip
+    titles = {row["title"] for row in rows}
+    wait_for(lambda: titles <= {e["summary"] for e in w.live_events()}, "twelve events")
+    forged = requests.post(
+        w.url("booking_hook"),
+        json={
+            "event": "bookings.items.delete",
+            "keys": [row["id"] for row in rows],
+            "collection": "bookings",
+        },
+        headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"},
+        timeout=60,
+    )
+    assert forged.status_code == 200 and forged.json()["deleted"] == [], forged.text
+    assert titles <= {e["summary"] for e in w.live_events()}  # every booking still exists: every event stays
+    w.proxy.blank_reads = True  # Directus answers every read with no rows
+    try:
+        w.cycle()
+    finally:
+        w.proxy.blank_reads = False
+    assert titles <= {e["summary"] for e in w.live_events()}
+    assert w.cycle().json()["status"] == "ok"
+    assert titles <= {e["summary"] for e in w.live_events()}
+    w.delete(rows[0]["id"])  # a real delete, through the real Flow
+    wait_for(lambda: "Kept 0" not in {e["summary"] for e in w.live_events()}, "the real delete")
+    assert titles - {"Kept 0"} <= {e["summary"] for e in w.live_events()}
+
+
 def test_a_revoked_token_queues_until_reconnect(connected: World) -> None:
     w = connected
     w.google.revoke_all()

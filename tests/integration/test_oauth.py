@@ -212,6 +212,25 @@ def test_disconnect_revokes_and_forgets(product: Product) -> None:
     assert status(product)["state"] == "disconnected"
 
 
+def test_the_next_account_reuses_nothing_of_the_previous_one(product: Product) -> None:
+    callback(product, consent(product))
+    booking = product.create_bookings({"title": "Moves along", "start_datetime": "2030-05-01T10:00:00Z"})[0]
+    product.deliver_event("create", [booking["id"]])
+    assert product.cycle().status_code == 200
+    first_calendar = {e["summary"] for e in product.google.events()}
+    assert "Moves along" in first_calendar
+    assert product.client("oauth_callback").post("/disconnect", headers=ADMIN).status_code == 200
+    assert product.store.list_mappings("default", "bookings", None, 10) == []
+    assert product.store.cursor("default", "primary").sync_token is None
+    other = "second@example.com"
+    product.google.consent(account=other)
+    assert callback(product, consent(product)).status_code == 302
+    assert product.cycle().get_json()["status"] == "ok"
+    assert "Moves along" in {e["summary"] for e in product.google.events(calendar=other)}
+    # the first account's calendar was neither read through old mappings nor written to
+    assert {e["summary"] for e in product.google.events()} == first_calendar
+
+
 def test_invalid_grant_marks_needs_reconnect_once_and_a_new_consent_recovers(
     product: Product, caplog: pytest.LogCaptureFixture
 ) -> None:

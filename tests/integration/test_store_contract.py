@@ -81,6 +81,9 @@ def test_mapping_round_trips_every_field_both_ways(store: SyncStore) -> None:
         google_updated="2026-11-25T10:00:00.000Z",
         directus_updated="2026-11-25T09:59:59.000Z",
         synced_at=at(1),
+        read_only="organized by someone@example.com",
+        refused_hash="r1",
+        time_zone="Asia/Kolkata",
     )
     store.put_mappings([m])
     assert store.get_mapping(C, "bookings", "a/b 1") == m
@@ -134,6 +137,7 @@ def test_cursor_round_trip(store: SyncStore) -> None:
         window_start=at(2),
         directus_checkpoint="2026-11-25T09:00:00.000Z",
         updated_at=at(3),
+        list_filter="default",
     )
     store.put_cursor(cursor)
     assert store.get_cursor(C, "primary") == cursor

@@ -1,7 +1,9 @@
-"""An HTTP proxy on 127.0.0.1 in front of a real server, which can answer 503 instead of forwarding.
+"""An HTTP proxy on 127.0.0.1 in front of a real server, which can answer 503 instead of forwarding, or
+answer every read of items with no rows.
 
-The functions reach Directus through it in the end-to-end tests, so "Directus is briefly down" happens on
-the wire, exactly as the product would meet it.
+The functions reach Directus through it in the end-to-end tests, so "Directus is briefly down" and "Directus
+answers reads with nothing" (a misconfigured proxy, a wrong DIRECTUS_URL, a restored backup) happen on the
+wire, exactly as the product would meet them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import requests
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
               "proxy-authenticate", "content-length", "content-encoding", "host"}  # fmt: skip
 UNAVAILABLE = b'{"errors":[{"message":"Service Unavailable","extensions":{"code":"SERVICE_UNAVAILABLE"}}]}'
+NO_ROWS = b'{"data":[]}'
 
 
 class FaultProxy:
@@ -22,6 +25,7 @@ class FaultProxy:
         self.target = target.rstrip("/")
         self.fail_rate = 0.0
         self.down = False
+        self.blank_reads = False  # every GET of /items/ answers 200 with no rows
         self.rng = random.Random(0)
         self.failures = 0
         self._lock = threading.Lock()
@@ -36,11 +40,10 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if proxy._should_fail():
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(UNAVAILABLE)))
-                    self.end_headers()
-                    self.wfile.write(UNAVAILABLE)
+                    self._answer(503, UNAVAILABLE)
+                    return
+                if proxy.blank_reads and self.command == "GET" and self.path.startswith("/items/"):
+                    self._answer(200, NO_ROWS)
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 upstream = proxy._session.request(self.command, proxy.target + self.path, headers=headers, data=body,
@@ -53,6 +56,13 @@ class FaultProxy:
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
                 self.wfile.write(content)
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
 

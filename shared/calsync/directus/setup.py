@@ -22,6 +22,7 @@ from calsync.directus.client import DirectusClient
 from calsync.directus.errors import DirectusAuthError, DirectusError, DirectusNotFound
 from calsync.directus.status import SETTINGS_COLLECTION
 from calsync.state.store import DEFAULT_CONNECTION
+from calsync.sync.booking import FIELDS
 from calsync.web import links
 
 POLICY_NAME = "calsync sync service"
@@ -53,14 +54,16 @@ def _primary_key() -> dict[str, Any]:
 
 BOOKING_FIELDS: list[dict[str, Any]] = [
     _primary_key(),
-    _field("title", "string", interface="input"),
-    _field("start_datetime", "timestamp", interface="datetime", required=True),
-    _field("end_datetime", "timestamp", interface="datetime"),
-    _field("all_day", "boolean", ["cast-boolean"], interface="boolean", default=False),
-    _field("description", "text", interface="input-multiline"),
-    _field("location", "string", interface="input"),
+    _field(FIELDS.title, "string", interface="input"),
+    _field(FIELDS.start, "timestamp", interface="datetime", required=True),
+    _field(FIELDS.end, "timestamp", interface="datetime"),
+    _field(FIELDS.all_day, "boolean", ["cast-boolean"], interface="boolean", default=False),
+    _field(FIELDS.description, "text", interface="input-multiline"),
+    _field(FIELDS.location, "string", interface="input"),
+    # The event's own zone (IANA name): imported from Google, and what a push writes the times in
+    _field(FIELDS.timezone, "string", interface="input", note="Time zone (IANA name); empty: TIMEZONE"),
     _field(
-        "status",
+        FIELDS.status,
         "string",
         interface="select-dropdown",
         default="confirmed",
@@ -72,13 +75,18 @@ BOOKING_FIELDS: list[dict[str, Any]] = [
             ]
         },
     ),
-    _field("google_event_id", "string", readonly=True, note="Set by the Google Calendar sync"),
-    _field("sync_status", "string", readonly=True, note="synced, queued or error"),
-    _field("sync_error", "text", readonly=True),
-    _field("date_created", "timestamp", ["date-created"], readonly=True, hidden=True),
-    _field("date_updated", "timestamp", ["date-updated"], readonly=True, hidden=True),
+    _field(FIELDS.google_event_id, "string", readonly=True, note="Set by the Google Calendar sync"),
+    _field(
+        FIELDS.sync_status,
+        "string",
+        readonly=True,
+        note="synced, queued, error, read_only (the event is not yours to change) or excluded",
+    ),
+    _field(FIELDS.sync_error, "text", readonly=True),
+    _field(FIELDS.date_created, "timestamp", ["date-created"], readonly=True, hidden=True),
+    _field(FIELDS.date_updated, "timestamp", ["date-updated"], readonly=True, hidden=True),
     # Who changed a booking last: the sync's own write-backs must not count as edits in conflicts.
-    _field("user_updated", "uuid", ["user-updated"], readonly=True, hidden=True),
+    _field(FIELDS.user_updated, "uuid", ["user-updated"], readonly=True, hidden=True),
 ]
 
 SETTINGS_FIELDS: list[dict[str, Any]] = [

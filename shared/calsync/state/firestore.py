@@ -211,6 +211,9 @@ class FirestoreSyncStore(SyncStore):
             "google_updated": m.google_updated,
             "directus_updated": m.directus_updated,
             "synced_at": m.synced_at,
+            "read_only": m.read_only,
+            "refused_hash": m.refused_hash,
+            "time_zone": m.time_zone,
         }
 
     @staticmethod
@@ -226,6 +229,9 @@ class FirestoreSyncStore(SyncStore):
             google_updated=data.get("google_updated"),
             directus_updated=data.get("directus_updated"),
             synced_at=_utc(data["synced_at"]),
+            read_only=data.get("read_only"),
+            refused_hash=data.get("refused_hash"),
+            time_zone=data.get("time_zone"),
         )
 
     def _mapping_ref(self, connection: str, collection: str, key: str) -> DocumentReference:
@@ -322,6 +328,7 @@ class FirestoreSyncStore(SyncStore):
             directus_checkpoint=data.get("directus_checkpoint"),
             sweep_after=data.get("sweep_after"),
             updated_at=_utc(data["updated_at"]),
+            list_filter=data.get("list_filter"),
         )
 
     def put_cursor(self, cursor: Cursor) -> None:
@@ -333,6 +340,7 @@ class FirestoreSyncStore(SyncStore):
             "directus_checkpoint": cursor.directus_checkpoint,
             "sweep_after": cursor.sweep_after,
             "updated_at": cursor.updated_at,
+            "list_filter": cursor.list_filter,
         }
         with self._guard("put_cursor"):
             self._cursor_ref(cursor.connection, cursor.calendar_id).set(doc, **self._rpc())

@@ -31,7 +31,15 @@ from calsync.state.store import (
     utcnow,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# The columns later versions added (version, table, column): an older file gets those it lacks.
+_ADDED_COLUMNS = (
+    (2, "cursors", "sweep_after"),  # the orphan sweep's position
+    (3, "mappings", "read_only"),  # ownership, final refusals, zones, and the sync token's list filter
+    (3, "mappings", "refused_hash"),
+    (3, "mappings", "time_zone"),
+    (3, "cursors", "list_filter"),
+)
 _CHUNK = 500  # SQLite's default limit on host parameters is 999 (older builds); stay well below it.
 
 _SCHEMA = """
@@ -40,12 +48,14 @@ CREATE TABLE IF NOT EXISTS mappings (
     connection TEXT NOT NULL, collection TEXT NOT NULL, booking_key TEXT NOT NULL,
     calendar_id TEXT NOT NULL, event_id TEXT NOT NULL, content_hash TEXT NOT NULL,
     google_etag TEXT, google_updated TEXT, directus_updated TEXT, synced_at TEXT NOT NULL,
+    read_only TEXT, refused_hash TEXT, time_zone TEXT,
     PRIMARY KEY (connection, collection, booking_key)
 );
 CREATE INDEX IF NOT EXISTS mappings_by_event ON mappings (connection, calendar_id, event_id);
 CREATE TABLE IF NOT EXISTS cursors (
     connection TEXT NOT NULL, calendar_id TEXT NOT NULL, sync_token TEXT, window_start TEXT,
-    directus_checkpoint TEXT, updated_at TEXT NOT NULL, sweep_after TEXT, PRIMARY KEY (connection, calendar_id)
+    directus_checkpoint TEXT, updated_at TEXT NOT NULL, sweep_after TEXT, list_filter TEXT,
+    PRIMARY KEY (connection, calendar_id)
 );
 CREATE TABLE IF NOT EXISTS outbox (
     connection TEXT NOT NULL, collection TEXT NOT NULL, booking_key TEXT NOT NULL, action TEXT NOT NULL,
@@ -160,8 +170,11 @@ class SqliteSyncStore(SyncStore):
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) == 1:  # version 2 added the orphan sweep's position
-                db.execute("ALTER TABLE cursors ADD COLUMN sweep_after TEXT")
+            elif int(row[0]) < SCHEMA_VERSION:
+                for version, table, column in _ADDED_COLUMNS:
+                    present = {info[1] for info in db.execute(f"PRAGMA table_info({table})")}
+                    if version > int(row[0]) and column not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StoreError(
@@ -189,6 +202,9 @@ class SqliteSyncStore(SyncStore):
             google_updated=row["google_updated"],
             directus_updated=row["directus_updated"],
             synced_at=_req_dt(row["synced_at"]),
+            read_only=row["read_only"],
+            refused_hash=row["refused_hash"],
+            time_zone=row["time_zone"],
         )
 
     @staticmethod
@@ -204,6 +220,9 @@ class SqliteSyncStore(SyncStore):
             m.google_updated,
             m.directus_updated,
             _ts(m.synced_at),
+            m.read_only,
+            m.refused_hash,
+            m.time_zone,
         )
 
     def get_mappings(self, connection: str, collection: str, keys: Iterable[str]) -> dict[str, EventMapping]:
@@ -235,7 +254,9 @@ class SqliteSyncStore(SyncStore):
         for start in range(0, len(rows), _CHUNK):
             with self._write() as db:
                 db.executemany(
-                    "INSERT OR REPLACE INTO mappings VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO mappings (connection, collection, booking_key, calendar_id, event_id,"
+                    " content_hash, google_etag, google_updated, directus_updated, synced_at, read_only,"
+                    " refused_hash, time_zone) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows[start : start + _CHUNK],
                 )
 
@@ -281,6 +302,7 @@ class SqliteSyncStore(SyncStore):
             directus_checkpoint=row["directus_checkpoint"],
             sweep_after=row["sweep_after"],
             updated_at=_req_dt(row["updated_at"]),
+            list_filter=row["list_filter"],
         )
 
     def put_cursor(self, cursor: Cursor) -> None:
@@ -288,7 +310,7 @@ class SqliteSyncStore(SyncStore):
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO cursors (connection, calendar_id, sync_token, window_start,"
-                " directus_checkpoint, updated_at, sweep_after) VALUES (?,?,?,?,?,?,?)",
+                " directus_checkpoint, updated_at, sweep_after, list_filter) VALUES (?,?,?,?,?,?,?,?)",
                 (
                     cursor.connection,
                     cursor.calendar_id,
@@ -297,6 +319,7 @@ class SqliteSyncStore(SyncStore):
                     cursor.directus_checkpoint,
                     _ts(cursor.updated_at),
                     cursor.sweep_after,
+                    cursor.list_filter,
                 ),
             )
 

@@ -44,6 +44,11 @@ class EventMapping:
     google_updated: str | None = None  # RFC 3339 as Google sends it
     directus_updated: str | None = None  # as Directus sends date_updated
     synced_at: datetime = dataclasses.field(default_factory=utcnow)
+    # Why the sync must never write to this event (someone else organizes it, a birthday ...); None: ours
+    read_only: str | None = None
+    # The booking content Google refused for good: not sent again until the booking changes
+    refused_hash: str | None = None
+    time_zone: str | None = None  # the event's own zone, kept when a booking without one is pushed
 
     @classmethod
     def of_event(
@@ -56,8 +61,9 @@ class EventMapping:
         content_hash: str,
         directus_updated: str | None,
         synced_at: datetime,
+        read_only: str | None = None,
     ) -> EventMapping:
-        """The mapping of a booking to this event, as Google answered it (id, etag, updated)."""
+        """The mapping of a booking to this event, as Google answered it (id, etag, updated, zone)."""
         return cls(
             connection=connection,
             collection=collection,
@@ -69,7 +75,15 @@ class EventMapping:
             google_updated=event.get("updated"),
             directus_updated=directus_updated,
             synced_at=synced_at,
+            read_only=read_only,
+            time_zone=event_zone(event),
         )
+
+
+def event_zone(event: Mapping[str, Any]) -> str | None:
+    """The zone a timed event shows in (``""``: none, only an offset); None when the event does not say."""
+    start = event.get("start") or {}
+    return str(start.get("timeZone") or "") if start.get("dateTime") else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +97,8 @@ class Cursor:
     directus_checkpoint: str | None = None  # Directus time the last repair scan started
     sweep_after: str | None = None  # where the orphan sweep goes on (a booking key; None: from the start)
     updated_at: datetime = dataclasses.field(default_factory=utcnow)
+    # The listing filter (eventTypes) the sync token was issued for: another filter needs a full sync
+    list_filter: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from calsync.sync.text import CUT_MARK, DESCRIPTION_LIMIT, as_text, fit
+
 PRIVATE_KEY = "calsync_key"
 PRIVATE_COLLECTION = "calsync_collection"
 PRIVATE_HASH = "calsync_hash"
@@ -101,11 +103,12 @@ def _event_time_canonical(value: Mapping[str, Any]) -> str:
 def event_canonical(event: Mapping[str, Any]) -> str:
     """The canonical form of a Google event (as Google returns it or as we send it).
 
-    It holds what the booking holds, so our footer is left out: an event created in Google and imported
-    (no footer) hashes the same as the event we would write back for that booking (with footer)."""
+    It holds what the booking holds, so our footer is left out and an HTML description counts as its text:
+    an event created in Google and imported (no footer, HTML) hashes the same as the event we would write
+    back for that booking (its text, with or without footer)."""
     return canonical(
         str(event.get("summary") or "").strip(),
-        strip_footer(str(event.get("description") or "")).strip(),
+        as_text(strip_footer(str(event.get("description") or ""))).strip(),
         str(event.get("location") or "").strip(),
         _event_time_canonical(event.get("start") or {}),
         _event_time_canonical(event.get("end") or {}),
@@ -117,10 +120,14 @@ def event_hash(event: Mapping[str, Any]) -> str:
     return content_hash(event_canonical(event))
 
 
+def item_link(link_base: str, collection: str, key: str) -> str:
+    return f"{link_base}/admin/content/{collection}/{key}"
+
+
 def footer(collection: str, key: str, link_base: str | None) -> str:
     """The line that ties an event to its booking, with a link to the item when Directus's URL is known."""
     if link_base:
-        return f"{FOOTER_MARK}#{key}: {link_base}/admin/content/{collection}/{key}"
+        return f"{FOOTER_MARK}#{key}: {item_link(link_base, collection, key)}"
     return f"{FOOTER_MARK}#{key} in Directus ({collection})"
 
 
@@ -136,11 +143,19 @@ def booking_to_event(
     key: str,
     default_timezone: str,
     link_base: str | None,
+    ours: bool = True,
+    with_footer: bool = True,
+    event_zone: str | None = None,
     fields: BookingFields = FIELDS,
 ) -> dict[str, Any]:
-    """The Google event body for a booking (without id). Raises InvalidBooking with a readable reason."""
-    zone_name = str(item.get(fields.timezone) or default_timezone)
-    zone = _zone(zone_name)
+    """The Google event body for a booking (without id). Raises InvalidBooking with a readable reason.
+
+    ``ours``: the sync created the event (or will): only then does it carry our footer (``with_footer``) and
+    the link back in ``source``. Its zone is the booking's ``timezone``, else ``event_zone`` (the zone the
+    event already has; ``""``: it has none, and gets none), else ``default_timezone``: a push never changes
+    the zone an event shows in."""
+    zone_name = str(item.get(fields.timezone) or (default_timezone if event_zone is None else event_zone))
+    zone = _zone(zone_name or default_timezone)
     start = parse_instant(item.get(fields.start), zone, fields.start)
     end_value = item.get(fields.end)
     end = parse_instant(end_value, zone, fields.end) if end_value else start + DEFAULT_DURATION
@@ -148,13 +163,19 @@ def booking_to_event(
         raise InvalidBooking(
             f"{fields.end} ({end_value}) is before {fields.start} ({item.get(fields.start)})"
         )
-    description = str(item.get(fields.description) or "") + footer(collection, key, link_base)
+    tail = footer(collection, key, link_base) if ours and with_footer else ""
+    text, _cut = fit(str(item.get(fields.description) or ""), DESCRIPTION_LIMIT - len(tail))
     body: dict[str, Any] = {
         "summary": str(item.get(fields.title) or ""),  # Google shows "(No title)" itself
-        "description": description,
+        "description": text + tail,
         "location": str(item.get(fields.location) or ""),
         "status": CANCELLED if str(item.get(fields.status) or "").lower() == CANCELLED else "confirmed",
     }
+    if ours and link_base:
+        body["source"] = {
+            "title": f"Booking #{key} in Directus",
+            "url": item_link(link_base, collection, key),
+        }
     if item.get(fields.all_day):
         first = start.astimezone(zone).date()
         local_end = end.astimezone(zone)
@@ -169,12 +190,18 @@ def booking_to_event(
     else:
         if end == start:
             end = start + timedelta(minutes=1) if end_value else start + DEFAULT_DURATION
-        body["start"] = {"dateTime": start.astimezone(zone).isoformat(), "timeZone": zone_name}
-        body["end"] = {"dateTime": end.astimezone(zone).isoformat(), "timeZone": zone_name}
+        zoned = {"timeZone": zone_name} if zone_name else {}
+        body["start"] = {"dateTime": start.astimezone(zone).isoformat(), **zoned}
+        body["end"] = {"dateTime": end.astimezone(zone).isoformat(), **zoned}
     body["extendedProperties"] = {
         "private": {PRIVATE_KEY: key, PRIVATE_COLLECTION: collection, PRIVATE_HASH: event_hash(body)}
     }
     return body
+
+
+def was_cut(body: Mapping[str, Any]) -> bool:
+    """The body's description had to be cut to Google's limit."""
+    return CUT_MARK in strip_footer(str(body.get("description") or ""))
 
 
 def _event_instant(value: Mapping[str, Any], zone: ZoneInfo) -> tuple[datetime, bool]:
@@ -188,13 +215,16 @@ def _event_instant(value: Mapping[str, Any], zone: ZoneInfo) -> tuple[datetime, 
 def event_to_booking(
     event: Mapping[str, Any], *, default_timezone: str, fields: BookingFields = FIELDS
 ) -> dict[str, Any]:
-    """The booking fields a Google event sets (timestamps in UTC with an explicit offset)."""
-    zone = ZoneInfo(str((event.get("start") or {}).get("timeZone") or default_timezone))
+    """The booking fields a Google event sets (timestamps in UTC with an explicit offset; the event's own
+    zone, or none; the description as text)."""
+    event_zone = (event.get("start") or {}).get("timeZone")
+    zone = ZoneInfo(str(event_zone or default_timezone))
     start, all_day = _event_instant(event.get("start") or {}, zone)
     end, _ = _event_instant(event.get("end") or event.get("start") or {}, zone)
     return {
         fields.title: str(event.get("summary") or ""),
-        fields.description: strip_footer(str(event.get("description") or "")),
+        fields.description: as_text(strip_footer(str(event.get("description") or ""))),
+        fields.timezone: None if all_day else (event_zone or None),
         fields.location: str(event.get("location") or ""),
         fields.start: _utc_text(start),
         fields.end: _utc_text(end),

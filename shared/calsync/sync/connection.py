@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from calsync import logs
-from calsync.state.store import ConnectionStatus, SyncStore, utcnow
+from calsync.state.store import ConnectionStatus, Cursor, SyncStore, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,15 @@ def mark_needs_reconnect(store: SyncStore, connection: str, reason: str) -> bool
     return True
 
 
-def mark_disconnected(store: SyncStore, connection: str) -> None:
+def mark_disconnected(store: SyncStore, connection: str, collection: str, calendar_id: str) -> None:
+    """The connection is gone, and with it what the sync knew of that account's calendar: its sync token and
+    every booking's link to an event there. Whichever account connects next starts from Directus (its bookings
+    are pushed anew; an event with a booking's ``google_event_id`` is relinked, not duplicated) and never
+    reads or writes the previous account's events through stale mappings. The outbox stays: those are
+    Directus's intents."""
+    while mappings := store.list_mappings(connection, collection, None, 500):
+        store.delete_mappings(connection, collection, [m.booking_key for m in mappings])
+    store.put_cursor(Cursor(connection, calendar_id))
     store.update_status(
         connection,
         {"state": "disconnected", "account": None, "scopes": (), "connected_at": None, "last_error": None},

@@ -27,10 +27,11 @@ from calsync.directus.errors import DirectusError
 from calsync.google.errors import GoogleAccessRevoked, GoogleError
 from calsync.state.store import OutboxEntry
 from calsync.sync.connection import mark_needs_reconnect
+from calsync.sync.outcome import PushOutcome
 from calsync.sync.plan import needs_push, plan_upserts
 from calsync.sync.ports import SyncContext
 from calsync.sync.pull import MassCancelRefused, Puller, PullSummary
-from calsync.sync.push import Pusher, PushOutcome, queue_failures
+from calsync.sync.push import Pusher, queue_failures
 
 log = logging.getLogger(__name__)
 

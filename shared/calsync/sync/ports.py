@@ -114,6 +114,15 @@ class SyncConfig:
     max_cancel_share: float = 0.2
     max_delete_share: float = 0.2
     on_google_delete: Literal["cancel", "delete"] = "cancel"
+    event_types: tuple[str, ...] = ("default",)
+    import_invitations: Literal["accepted", "all", "none"] = "accepted"
+    description_footer: bool = True
+
+    @property
+    def list_filter(self) -> str:
+        """What decides which listed events are bookings: when it changes, a full sync looks at every event
+        again (Google also wants the same eventTypes on every incremental sync of a token)."""
+        return f"eventTypes={','.join(self.event_types)};invitations={self.import_invitations}"
 
 
 class SyncContext:

@@ -23,7 +23,7 @@ from calsync import logs
 from calsync.directus.errors import DirectusValidationError
 from calsync.directus.limits import body_chunks
 from calsync.google.errors import GoogleError, GoogleGone
-from calsync.state.store import Cursor, DeadLetter, EventMapping
+from calsync.state.store import Cursor, DeadLetter, EventMapping, event_zone
 from calsync.sync.booking import (
     CANCELLED,
     FIELDS,
@@ -38,7 +38,15 @@ from calsync.sync.booking import (
 )
 from calsync.sync.guards import guard_limit
 from calsync.sync.ids import event_id_for
-from calsync.sync.plan import event_for
+from calsync.sync.ownership import (
+    ends_booking,
+    excluded_mark,
+    excluded_message,
+    not_imported,
+    read_only_reason,
+    writable,
+)
+from calsync.sync.plan import booking_hash, event_for
 from calsync.sync.ports import Calendar, EventsPage, EventWrite, SyncContext
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,7 @@ class PullSummary:
     dead_letters: int = 0
     pages: int = 0
     full_sync: bool = False
+    excluded: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +108,14 @@ class Puller:
     def run(self, now: datetime | None = None) -> PullSummary:
         now = now or self.ctx.clock()
         cursor = self.store.cursor(self.connection, self.calendar_id)
+        if cursor.sync_token and cursor.list_filter != self.config.list_filter:
+            # IMPORT_EVENT_TYPES or IMPORT_INVITATIONS changed: every event is looked at again (and Google
+            # wants the same eventTypes on every incremental sync of a token), so a full sync
+            log.warning(
+                "import settings changed: full sync",
+                extra=logs.fields(was=cursor.list_filter, now=self.config.list_filter),
+            )
+            cursor = dataclasses.replace(cursor, sync_token=None, window_start=None)
         try:
             next_token, window = self._apply_pages(cursor, now)
         except GoogleGone as exc:
@@ -110,7 +127,11 @@ class Puller:
             next_token, window = self._apply_pages(cursor, now)
         self._apply_cancellations()  # raises MassCancelRefused before the token moves on
         self.store.update_cursor(
-            self.connection, self.calendar_id, sync_token=next_token, window_start=window
+            self.connection,
+            self.calendar_id,
+            sync_token=next_token,
+            window_start=window,
+            list_filter=self.config.list_filter,
         )
         return self.summary
 
@@ -118,13 +139,17 @@ class Puller:
         """Every page of the changes since the sync token, or, without one, of the window."""
         page_token: str | None = None
         while True:
+            types = self.config.event_types
             if cursor.sync_token:
                 page = self.calendar.list_events(
-                    sync_token=cursor.sync_token, page_token=page_token, max_results=PAGE_SIZE
+                    sync_token=cursor.sync_token,
+                    page_token=page_token,
+                    max_results=PAGE_SIZE,
+                    event_types=types,
                 )
             else:
                 page = self.calendar.list_events(
-                    time_min=window, page_token=page_token, max_results=PAGE_SIZE
+                    time_min=window, page_token=page_token, max_results=PAGE_SIZE, event_types=types
                 )
             yield page
             if not page.next_page_token:
@@ -166,24 +191,68 @@ class Puller:
 
         creates: list[dict[str, Any]] = []
         updates: list[tuple[EventMapping, dict[str, Any], str]] = []
+        refreshed: list[EventMapping] = []
+        excluded: dict[str, tuple[EventMapping, str]] = {}
         for event in events:
             mapping = mappings.get(event["id"])
-            if event.get("status") == CANCELLED:
+            if event.get("status") == CANCELLED or ends_booking(event):
+                # gone, declined, or the owner taken off the guest list: the booking ends
                 if mapping is not None:
                     self._cancels.append(_Cancel(mapping, event))
                 continue  # an unknown event that is gone: nothing to do
+            reason = not_imported(self.config, event)
+            if reason is not None:
+                if mapping is not None:  # a booking from an earlier policy: kept, marked, no longer synced
+                    excluded[mapping.booking_key] = (mapping, reason)
+                continue
             digest = event_hash(event)
             if mapping is not None and mapping.content_hash == digest:
                 self.summary.skipped_echoes += 1
+                fresh = self._with_event_facts(mapping, event)
+                if fresh != mapping:
+                    refreshed.append(fresh)  # who organizes it, its zone: learnt once, no write anywhere
                 continue
             if mapping is not None:
                 updates.append((mapping, event, digest))
             else:
                 creates.append(event)
+        self.store.put_mappings(refreshed)
+        if excluded:
+            self._exclude(excluded)
         if updates:
             self._update_bookings(updates)
         if creates:
             self._create_bookings(creates)
+
+    @staticmethod
+    def _with_event_facts(mapping: EventMapping, event: dict[str, Any]) -> EventMapping:
+        """The mapping with what the event says of itself (read-only or not, its zone); a cancelled event's
+        minimal shape says neither, so the mapping keeps what it knew."""
+        if "start" not in event:
+            return mapping
+        return dataclasses.replace(mapping, read_only=read_only_reason(event), time_zone=event_zone(event))
+
+    def _exclude(self, excluded: dict[str, tuple[EventMapping, str]]) -> None:
+        """Bookings whose events the settings no longer import: marked in Directus, never deleted, and
+        read-only toward Google from now on."""
+        rows = self.directus.get_items(list(excluded), fields=[FIELDS.sync_status, FIELDS.sync_error])
+        marks = []
+        for key, (_, reason) in excluded.items():
+            message = excluded_message(excluded_mark(reason))
+            row = rows.get(key)
+            current = (row or {}).get(FIELDS.sync_status), (row or {}).get(FIELDS.sync_error)
+            if row is not None and current != ("excluded", message):
+                marks.append(
+                    {"id": row.get("id", key), FIELDS.sync_status: "excluded", FIELDS.sync_error: message}
+                )
+        if {FIELDS.sync_status, FIELDS.sync_error} <= self.fields:
+            self._write_updates(marks)
+        self.store.put_mappings(
+            dataclasses.replace(mapping, read_only=excluded_mark(reason))
+            for mapping, reason in excluded.values()
+            if mapping.read_only != excluded_mark(reason)
+        )
+        self.summary.excluded += len(excluded)
 
     def _booking_values(self, event: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -241,6 +310,8 @@ class Puller:
             return False  # the last Directus change was our own write-back, not a person's edit
         if self._unchanged(mapping, booking):
             return False  # a Directus edit that changed nothing the event holds is no conflict
+        if not writable(mapping, event_id_for(self.connection, self.collection, mapping.booking_key)):
+            return False  # a read-only event: Google's version is the only one
         directus_at, google_at = _instant(booking_changed), _instant(event.get("updated"))
         directus_wins = directus_at is not None and google_at is not None and directus_at > google_at
         log.info(
@@ -297,15 +368,19 @@ class Puller:
     ) -> None:
         now = self.ctx.clock()
         self.store.put_mappings(
-            EventMapping.of_event(
-                self.connection,
-                self.collection,
-                mapping.booking_key,
-                self.calendar_id,
+            self._with_event_facts(
+                dataclasses.replace(
+                    mapping,
+                    event_id=event["id"],
+                    content_hash=digest,
+                    google_etag=event.get("etag"),
+                    google_updated=event.get("updated"),
+                    directus_updated=(rows.get(mapping.booking_key) or {}).get(
+                        FIELDS.date_updated, mapping.directus_updated
+                    ),
+                    synced_at=now,
+                ),
                 event,
-                digest,
-                (rows.get(mapping.booking_key) or {}).get(FIELDS.date_updated, mapping.directus_updated),
-                now,
             )
             for mapping, event, digest in applied
         )
@@ -356,6 +431,7 @@ class Puller:
             content_hash,
             row.get(FIELDS.date_updated),
             self.ctx.clock(),
+            read_only=read_only_reason(event),
         )
 
     def _adopt_our_own(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -431,7 +507,9 @@ class Puller:
                 },
             )
             for m in mappings
+            if not m.read_only  # someone else's copy: nothing of ours is written to it, not even a stamp
         ]
+        mappings = [m for m in mappings if not m.read_only]
         for start in range(0, len(requests_), STAMP_BATCH):
             results = self.calendar.batch(requests_[start : start + STAMP_BATCH])
             stamped: list[EventMapping] = []
@@ -451,6 +529,13 @@ class Puller:
             self.store.put_mappings(stamped)  # one write per batch, not one per event
 
     # -- cancellations --------------------------------------------------------------------------------
+    def _cancelled_hash(self, cancel: _Cancel, booking: dict[str, Any]) -> str:
+        cancelled = {**booking, FIELDS.status: CANCELLED}
+        known = booking_hash(
+            self.connection, self.config, cancel.mapping.booking_key, cancelled, cancel.mapping
+        )
+        return known or event_hash(cancel.event)
+
     def _apply_cancellations(self) -> None:
         if not self._cancels:
             return
@@ -472,9 +557,11 @@ class Puller:
                 if k in current and str(current[k].get(FIELDS.status) or "").lower() != CANCELLED
             ]
             rows = self._write_updates(patches)
+            # What the cancelled booking's push would send: remembered as what Google holds, so the repair
+            # sends nothing back (Google's minimal cancelled shape hashes like no booking at all).
             self._remember(
                 [
-                    (c.mapping, c.event, event_hash(c.event))
+                    (c.mapping, c.event, self._cancelled_hash(c, current[c.mapping.booking_key]))
                     for c in self._cancels
                     if c.mapping.booking_key in current
                 ],

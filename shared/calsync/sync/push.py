@@ -38,6 +38,8 @@ from calsync.sync.connection import mark_needs_reconnect
 from calsync.sync.guards import guard_limit
 from calsync.sync.ids import event_id_for
 from calsync.sync.leases import BookingLeases
+from calsync.sync.outcome import PushOutcome
+from calsync.sync.ownership import writable
 from calsync.sync.plan import Write, plan_upserts
 from calsync.sync.ports import Calendar, EventWrite, SyncContext
 from calsync.sync.writeback import WriteBack
@@ -46,43 +48,6 @@ log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 50  # Google advises batches of 50 or fewer
 BATCH_THRESHOLD = 3  # more writes than this go through Google batch requests
-
-
-@dataclasses.dataclass
-class PushOutcome:
-    synced: list[str] = dataclasses.field(default_factory=list)
-    deleted: list[str] = dataclasses.field(default_factory=list)
-    skipped: list[str] = dataclasses.field(default_factory=list)  # echoes and no-ops
-    invalid: dict[str, str] = dataclasses.field(default_factory=dict)
-    failed: dict[str, str] = dataclasses.field(default_factory=dict)  # retry later (outbox)
-    failed_action: dict[str, OutboxAction] = dataclasses.field(default_factory=dict)
-    dead: dict[str, str] = dataclasses.field(default_factory=dict)  # Google refused for good
-    guard: str | None = None  # why deletions were held back (the mass-delete guard)
-
-    def merge(self, other: PushOutcome) -> None:
-        for name in ("synced", "deleted", "skipped"):
-            getattr(self, name).extend(getattr(other, name))
-        for name in ("invalid", "failed", "failed_action", "dead"):
-            getattr(self, name).update(getattr(other, name))
-        self.guard = self.guard or other.guard
-
-    def fail(self, keys: Iterable[str], reason: str, action: OutboxAction) -> None:
-        for key in keys:
-            self.failed[key] = reason
-            self.failed_action[key] = action
-
-    def as_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "synced": self.synced,
-            "deleted": self.deleted,
-            "skipped": self.skipped,
-            "invalid": self.invalid,
-            "queued": self.failed,
-            "rejected": self.dead,
-        }
-        if self.guard:
-            body["mass_delete_refused"] = self.guard
-        return body
 
 
 def queue_failures(ctx: SyncContext, outcome: PushOutcome) -> None:
@@ -212,6 +177,9 @@ class Pusher:
         )
         outcome.skipped.extend(plan.skipped)
         outcome.invalid.update(plan.invalid)
+        outcome.read_only.update(plan.read_only)
+        outcome.excluded.update(plan.excluded)
+        outcome.notes.update(plan.notes)
         calendar: Calendar | None = None
         if plan.writes:
             try:
@@ -225,8 +193,8 @@ class Pusher:
             write_back.send(items, outcome, {})  # invalid bookings, and all of them when not connected
             if calendar is not None:
                 for start in range(0, len(plan.writes), BATCH_LIMIT):
-                    part = PushOutcome()
                     chunk = plan.writes[start : start + BATCH_LIMIT]
+                    part = PushOutcome(notes={w.key: plan.notes[w.key] for w in chunk if w.key in plan.notes})
                     self._write_events(calendar, chunk, part)
                     write_back.send(items, part, {w.key: w.event_id for w in chunk})
                     outcome.merge(part)
@@ -256,6 +224,8 @@ class Pusher:
                         retry[key] = ("insert", write)
                 elif isinstance(result, Exception):
                     self._failure(outcome, [key], result, "upsert")
+                    if key in outcome.dead:
+                        self._refused(write)
                 else:
                     done[key] = result
             pending = retry
@@ -278,6 +248,14 @@ class Pusher:
         outcome.synced.extend(done)
         if done:
             log.info("pushed bookings to Google", extra=logs.fields(count=len(done), keys=list(done)[:20]))
+
+    def _refused(self, write: Write) -> None:
+        """Remember what Google refused for good, so the same content is not sent (nor dead-lettered) again
+        until the booking changes. A booking never inserted gets a mapping that holds only the refusal."""
+        mapping = self.store.get_mapping(self.connection, self.collection, write.key) or EventMapping(
+            self.connection, self.collection, write.key, self.config.calendar_id, write.event_id, ""
+        )
+        self.store.put_mappings([dataclasses.replace(mapping, refused_hash=write.content_hash)])
 
     def _event_write(self, verb: str, write: Write) -> EventWrite:
         return EventWrite(
@@ -307,11 +285,20 @@ class Pusher:
         targets: list[tuple[str, str]] = []
         for key in keys:
             mapping = mappings.get(key)
+            derived = event_id_for(self.connection, self.collection, key)
+            if not writable(mapping, derived):
+                outcome.left.append(key)  # not the owner's event: it is never deleted nor declined
+                continue
             # Without a mapping the event may still exist (an insert whose answer was lost, a crash between
             # insert and mapping): the derived id finds it; 404 then just means there was nothing.
-            targets.append(
-                (key, mapping.event_id if mapping else event_id_for(self.connection, self.collection, key))
+            targets.append((key, mapping.event_id if mapping else derived))
+        if outcome.left:
+            log.info(
+                "deleted bookings of read-only events: the events stay", extra=logs.fields(keys=outcome.left)
             )
+            self.store.delete_mappings(self.connection, self.collection, outcome.left)
+            for key in outcome.left:
+                self.store.discard_outbox(self.connection, self.collection, key)
         if not targets:
             return outcome
         refusal = self._guard(len(targets))

@@ -7,16 +7,14 @@ import collections
 import dataclasses
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from calsync import logs
 from calsync.directus.errors import DirectusError
 from calsync.sync.booking import FIELDS
 from calsync.sync.leases import BookingLeases
+from calsync.sync.outcome import PushOutcome
 from calsync.sync.ports import SyncContext
-
-if TYPE_CHECKING:
-    from calsync.sync.push import PushOutcome
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +99,14 @@ class WriteBack:
             wanted[key] = {
                 FIELDS.google_event_id: event_ids[key],
                 FIELDS.sync_status: "synced",
-                FIELDS.sync_error: None,
+                FIELDS.sync_error: outcome.notes.get(key),
             }
         for status, reasons in (
             ("error", outcome.invalid),
             ("error", outcome.dead),
             ("queued", outcome.failed),
+            ("read_only", outcome.read_only),
+            ("excluded", outcome.excluded),
         ):
             for key, reason in reasons.items():
                 wanted[key] = {FIELDS.sync_status: status, FIELDS.sync_error: reason}

@@ -479,7 +479,9 @@ def disconnect(app: App) -> dict[str, Any]:
     token = app.tokens.get(app.connection)
     revoked, detail = revoke(app.settings, token) if token else (True, "no token was stored")
     app.tokens.delete(app.connection)
-    mark_disconnected(app.store, app.connection)
+    mark_disconnected(
+        app.store, app.connection, app.settings.directus_collection, app.settings.google_calendar_id
+    )
     app.forget_calendar()
     app.publish_status()
     if not revoked:

@@ -18,8 +18,9 @@ from calsync.google.memory import MemoryCalendar
 from calsync.state.memory import MemorySyncStore
 from calsync.state.store import OutboxAction, SyncStore
 from calsync.sync.cycle import CycleResult, run_cycle
+from calsync.sync.outcome import PushOutcome
 from calsync.sync.ports import Calendar, SyncConfig, SyncContext
-from calsync.sync.push import Pusher, PushOutcome, queue_failures
+from calsync.sync.push import Pusher, queue_failures
 
 START = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ runs unchanged except for its channel::
     transport = SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(fake.endpoint))
     client = secretmanager_v1.SecretManagerServiceClient(transport=transport)
 
-Behaviour follows the API where the product relies on it (see /work/shared/FACTS.md): ``latest`` is the
+Behaviour follows the API where the product relies on it: ``latest`` is the
 newest version whatever its state; accessing a disabled or destroyed version is FAILED_PRECONDITION
 "... is in DISABLED state."; unknown secrets/versions are NOT_FOUND; a payload whose ``data_crc32c`` does
 not match is INVALID_ARGUMENT; destroying drops the payload; versions are listed newest first, filtered by

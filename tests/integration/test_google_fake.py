@@ -1,7 +1,7 @@
 """The Google fake's fidelity, checked through the real client libraries (no calsync code involved).
 
 google-api-python-client, google-auth, google-auth-oauthlib and requests talk to the fake over HTTP exactly
-as they talk to Google; these tests pin the behaviours the sync relies on (see /work/shared/FACTS.md).
+as they talk to Google; these tests pin the behaviours the sync relies on.
 """
 
 from __future__ import annotations

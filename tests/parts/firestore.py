@@ -2,7 +2,7 @@
 
 One emulator per test session, started with the emulator's own launcher (faster than ``gcloud emulators``:
 ~3 s instead of ~5 s), on a free port of 127.0.0.1. Tests share it and reset it: ``firestore_store`` wipes
-every document first. Fakes of Firestore are not an option (see /work/shared/FACTS.md: they lose
+every document first. Fakes of Firestore are not an option (the PyPI and npm ones lose
 concurrent transaction updates and ignore preconditions).
 
 Fixtures:

@@ -1,4 +1,4 @@
-"""docs/DEPLOY.md works as written (issue 17): real flags and variable names, the consent scopes the code
+"""docs/DEPLOY.md works as written: real flags and variable names, the consent scopes the code
 asks for, and an order without circles (infra with a placeholder token -> Directus setup -> its token into
 Secret Manager -> restart -> connect Google)."""
 

@@ -354,7 +354,7 @@ def test_every_reference_is_declared(tf: Config) -> None:
         assert (kind, name) in tf.resources, f"undeclared {kind}.{name}"
 
 
-# --- issue 13: who may connect, booking_hook concurrency, conditioned grants, public URL ----------------
+# --- who may connect, booking_hook concurrency, conditioned grants, public URL ----------------
 
 
 def test_allowed_google_accounts_is_required_and_reaches_oauth_callback_only(tf: Config) -> None:

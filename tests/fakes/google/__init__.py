@@ -14,7 +14,7 @@ Endpoints (``api_root`` is ``http://127.0.0.1:PORT/``):
   authorization_code with PKCE S256 and refresh_token grants), ``revoke_uri`` (POST), and
   ``GET {api_root}oauth2/v3/userinfo``.
 
-What it holds to (see /work/shared/FACTS.md): client ids ``[a-v0-9]{5,1024}``; an existing id, even of a
+What it holds to: client ids ``[a-v0-9]{5,1024}``; an existing id, even of a
 cancelled event, is ``409 duplicate``; delete is soft (``status: cancelled``), twice is ``410 deleted``; a
 patch with ``status: confirmed`` restores; ``extendedProperties.private`` merges key by key with ``null``
 removing a key; ``If-Match`` mismatch is ``412 conditionNotMet``; every write bumps ``etag``, ``updated`` and

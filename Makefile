@@ -37,6 +37,7 @@ $(UV): | python
 $(VENV)/.installed: uv.lock pyproject.toml | python $(UV)
 	$(UV) sync --frozen --all-extras
 	touch $@
+	@echo "make: the calsync command is $(BIN)/calsync"
 
 install: $(VENV)/.installed
 

@@ -9,65 +9,57 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from calsync.bootstrap import App, set_app
-from calsync.settings import SettingsError, load_settings
+from calsync.settings import Settings, SettingsError, load_settings
 from calsync.state.store import StoreError
 from calsync.web.http import MissingSettings
 
-# Settings a local run needs before the Google and Directus sides can work; named at start-up.
-NEEDED_FOR_SYNC = (
-    "google_client_id",
-    "google_client_secret",
-    "google_redirect_uri",
-    "directus_url",
-    "directus_token",
-)
+
+def _local_settings(generate: bool = False) -> tuple[Settings, dict[str, str], list[str]]:
+    """Settings from the environment and ``.calsync/local.env`` (the environment wins), for every command;
+    only ``serve`` generates the secrets the file lacks. Returns (settings, the file's values, generated)."""
+    from calsync.local_settings import ensure_local_settings, local_values, settings_overrides
+
+    values, generated = ensure_local_settings() if generate else (local_values(), [])
+    return load_settings(**settings_overrides(values)), values, generated
 
 
 def _serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
-    from calsync.local_settings import LOCAL_FILE, ensure_local_settings, settings_overrides
-    from calsync.web.server import create_app
+    from calsync.local_settings import lookup
+    from calsync.web.server import LocalRun, banner, create_app
 
-    values, generated = ensure_local_settings()
-    settings = load_settings(**settings_overrides(values))
+    settings, values, generated = _local_settings(generate=True)
+    port = args.port or lookup("PORT", values) or "8080"
+    if not str(port).isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError("invalid settings: PORT: expected a port number (1-65535)")
     app = App(settings)
-    app.store  # noqa: B018 - open the store now: a corrupt or unreachable one fails at start, not per request
+    # open the store now: a corrupt or unreachable one fails at start, not per request
+    status = app.store.get_status(app.connection)
     set_app(app)
     from calsync import logs
 
     logs.configure()
-    base = f"http://{args.host}:{args.port}"
-    # The console is the admin's own terminal: showing the generated secrets here is the point.
-    lines = [
-        "calsync local server",
-        f"  oauth_callback   {base}/oauth_callback/   (connect: {base}/oauth_callback/start?key=CONNECT_KEY)",
-        f"  booking_hook     {base}/booking_hook/",
-        f"  calendar_import  {base}/calendar_import/",
-        f"  state            {settings.store}  tokens {settings.token_store}",
-        f"  local settings   {LOCAL_FILE}" + (f" (generated {', '.join(generated)})" if generated else ""),
-    ]
-    for name in ("WEBHOOK_SECRET", "CONNECT_KEY"):
-        origin = "environment" if os.environ.get(name) else str(LOCAL_FILE)
-        value = os.environ.get(name) or values.get(name, "")
-        lines.append(f"  {name:<16} {value}  (from {origin})")
-    missing = settings.missing(*NEEDED_FOR_SYNC)
-    if missing:
-        lines.append("  still to configure for a working sync: " + ", ".join(missing))
-    print("\n".join(lines), file=sys.stderr, flush=True)
-    run_simple(args.host, args.port, create_app(), threaded=True, use_reloader=False)
+    run = LocalRun(
+        settings,
+        values,
+        generated,
+        base=f"http://{args.host}:{port}",
+        account=status.account if status.state == "connected" else None,
+    )
+    print(banner(run), file=sys.stderr, flush=True)
+    run_simple(args.host, int(port), create_app(), threaded=True, use_reloader=False)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from calsync.sync.connection import status_body
 
-    app = App(load_settings())
+    app = App(_local_settings()[0])
     print(json.dumps(status_body(app.store, app.connection), indent=2))
     return 0
 
@@ -75,7 +67,7 @@ def _status(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     from calsync.sync.cycle import run_cycle
 
-    app = App(load_settings())
+    app = App(_local_settings()[0])
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
     result = run_cycle(app.context())
     print(json.dumps(result.body, indent=2))
@@ -95,11 +87,11 @@ SETUP_OPTIONS = {  # flag: (environment name, help)
 def _directus_setup(args: argparse.Namespace) -> int:
     from calsync import logs
     from calsync.directus.setup import DirectusSetup, SetupConfig, SetupError
+    from calsync.local_settings import local_values, lookup
 
     logs.configure(level=logging.ERROR)  # retries are reported by the outcome, not as log lines here
-    values = {
-        name: getattr(args, name) or os.environ.get(env, "") for name, (env, _) in SETUP_OPTIONS.items()
-    }
+    local = local_values()
+    values = {name: getattr(args, name) or lookup(env, local) for name, (env, _) in SETUP_OPTIONS.items()}
     missing = [
         f"--{name.replace('_', '-')} (or {SETUP_OPTIONS[name][0]})"
         for name, value in values.items()
@@ -108,8 +100,9 @@ def _directus_setup(args: argparse.Namespace) -> int:
     if missing:
         print("calsync directus setup: missing " + ", ".join(missing), file=sys.stderr)
         return 2
-    collection = args.collection or os.environ.get("DIRECTUS_COLLECTION") or "bookings"
-    config = SetupConfig(collection=collection, **values)
+    collection = args.collection or lookup("DIRECTUS_COLLECTION", local) or "bookings"
+    on_delete = lookup("ON_GOOGLE_DELETE", local) or "cancel"
+    config = SetupConfig(collection=collection, on_google_delete=on_delete, **values)
     try:
         result = DirectusSetup(config, dry_run=args.dry_run).run()
     except SetupError as exc:
@@ -136,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve all three functions locally (embedded stores by default)"
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8080))
+    serve.add_argument("--port", type=int, help="port to listen on (default: $PORT or 8080)")
     serve.set_defaults(run=_serve)
     sync = commands.add_parser(
         "sync", help="run one sync cycle (what calendar_import does) and print its summary"

@@ -73,10 +73,15 @@ def test_serves_all_three_functions_with_generated_local_secrets(
     importer = requests.post(base + "/calendar_import/", timeout=5)
     assert importer.status_code == 503 and "GOOGLE_CLIENT_ID" in importer.json()["missing"]
     assert requests.get(base + "/elsewhere", timeout=5).status_code == 404
+    connect = f"{base}/oauth_callback/start?key={local['CONNECT_KEY']}"
+    started = requests.get(connect, allow_redirects=False, timeout=5)
+    assert started.status_code == 503 and "GOOGLE_CLIENT_ID" in started.json()["missing"]  # the key passed
     proc.terminate()
     banner = proc.communicate(timeout=10)[0]
     assert "/booking_hook/" in banner and local["WEBHOOK_SECRET"] in banner
-    assert "still to configure for a working sync: GOOGLE_CLIENT_ID" in banner
+    assert f"connect a Google account: open {connect}" in banner
+    assert "still to configure for a working sync, in the environment or in .calsync/local.env" in banner
+    assert f"--booking-hook-url {base}/booking_hook/ --oauth-callback-url {base}/oauth_callback" in banner
 
 
 @pytest.mark.parametrize(

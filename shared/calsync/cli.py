@@ -104,21 +104,36 @@ def _directus_setup(args: argparse.Namespace) -> int:
     on_delete = lookup("ON_GOOGLE_DELETE", local) or "cancel"
     config = SetupConfig(collection=collection, on_google_delete=on_delete, **values)
     try:
-        result = DirectusSetup(config, dry_run=args.dry_run).run()
+        result = DirectusSetup(config, dry_run=args.dry_run, reissue_token=args.reissue_token).run()
     except SetupError as exc:
         print(f"calsync directus setup: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result.as_json()))
         return 0
-    for step in result.steps:
-        print(f"  {step['action']:<18} {step['what']}" + (f"  ({step['detail']})" if step["detail"] else ""))
+    print("\n".join(result.summary(config.directus_url)))
     if args.dry_run:
         print("dry run: nothing was changed")
+        return 0
+    steps = []
     if result.sync_token:
-        print(
-            "\nThe sync service user's token (shown once; set it as DIRECTUS_TOKEN):\n  " + result.sync_token
+        steps.append(
+            "set DIRECTUS_TOKEN to the sync service user's token (shown this once), in the environment or "
+            f"in .calsync/local.env:\n       DIRECTUS_TOKEN={result.sync_token}"
         )
+    elif not lookup("DIRECTUS_TOKEN", local):
+        steps.append(
+            "set DIRECTUS_TOKEN to the token printed when the sync user was created; lost it? "
+            "`calsync directus setup --reissue-token` makes a new one"
+        )
+    if result.connect_url:
+        steps.append(
+            "restart the functions (or calsync serve) with it, then connect a Google account: open\n       "
+            + result.connect_url
+            + "\n     (valid 24 h; Directus shows a fresh one on the calendar_sync settings item)"
+        )
+    if steps:
+        print("Next:\n" + "\n".join(f"  {number}. {step}" for number, step in enumerate(steps, start=1)))
     return 0
 
 
@@ -148,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     setup.add_argument(
         "--json", action="store_true", help="print one JSON object (with sync_token when created)"
+    )
+    setup.add_argument(
+        "--reissue-token",
+        action="store_true",
+        help="give the existing sync service user a new static token (printed once; the old one stops working)",
     )
     setup.set_defaults(run=_directus_setup)
     status = commands.add_parser("status", help="print the connection status as JSON")

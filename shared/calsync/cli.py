@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
     from calsync.local_settings import lookup
-    from calsync.web.server import LocalRun, banner, create_app
+    from calsync.web.server import LocalRun, PeriodicSync, banner, create_app
 
     settings, values, generated = _local_settings(generate=True)
     port = args.port or lookup("PORT", values) or "8080"
@@ -50,9 +50,14 @@ def _serve(args: argparse.Namespace) -> int:
         generated,
         base=f"http://{args.host}:{port}",
         account=status.account if status.state == "connected" else None,
+        sync_interval=settings.sync_interval_seconds,
     )
     print(banner(run), file=sys.stderr, flush=True)
-    run_simple(args.host, int(port), create_app(), threaded=True, use_reloader=False)
+    syncing = PeriodicSync(app, settings.sync_interval_seconds).start()
+    try:
+        run_simple(args.host, int(port), create_app(), threaded=True, use_reloader=False)
+    finally:
+        syncing.stop(timeout=5)
     return 0
 
 

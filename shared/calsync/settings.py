@@ -123,6 +123,10 @@ class Settings(BaseSettings):
         """The environment names of the given settings that are not set."""
         return [name.upper() for name in names if getattr(self, name) in (None, "")]
 
+    # Local run: `calsync serve` runs the import cycle this often (what Cloud Scheduler does in production);
+    # 0 runs none but those POSTed to /calendar_import/.
+    sync_interval_seconds: float = Field(default=60, ge=0)
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the environment; raise SettingsError naming each bad variable."""

@@ -7,12 +7,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 
+from calsync.state.sqlite import SqliteSyncStore
+from calsync.state.store import DEFAULT_CONNECTION
+from calsync.state.tokens_file import FileTokenStore
+from calsync.sync.connection import mark_connected
+from tests.fakes.google import GoogleFake
+from tests.parts.directus import DirectusServer
 from tests.parts.processes import free_port
+from tests.parts.product import ACCOUNT
 
 CALSYNC = [sys.executable, "-m", "calsync.cli"]
 
@@ -22,13 +30,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k in keep}, **extra}
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def start_serving(directory: Path, **env: str) -> tuple[str, subprocess.Popen[str]]:
+    """``calsync serve`` in ``directory`` with only ``env`` set, answering HTTP."""
     port = free_port()
     proc = subprocess.Popen(
         [*CALSYNC, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=clean_env(),
+        cwd=directory,
+        env=clean_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -43,6 +51,12 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
             if proc.poll() is not None:
                 pytest.fail(f"calsync serve exited: {proc.stdout.read() if proc.stdout else ''}")
             time.sleep(0.1)
+    return base, proc
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    base, proc = start_serving(tmp_path)
     yield base, proc
     proc.terminate()
     proc.wait(timeout=10)
@@ -132,3 +146,61 @@ def test_malformed_setting_fails_at_start_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "TIMEZONE" in result.stderr and "Traceback" not in result.stderr
     assert "given-secret-value" not in result.stderr
+
+
+@pytest.mark.directus
+@pytest.mark.google
+def test_the_local_server_syncs_by_itself_on_its_interval(
+    google_fake: GoogleFake, directus_bookings: DirectusServer, tmp_path: Path
+) -> None:
+    """No POST to /calendar_import/: an event made in Google shows up in Directus within a few ticks, and a
+    tick that fails (Directus refuses the token) is logged while the server goes on answering."""
+    state = tmp_path / ".calsync"
+    state.mkdir()
+    FileTokenStore(state / "refresh_token").put(google_fake.issue_refresh_token(ACCOUNT))
+    store = SqliteSyncStore(state / "state.sqlite3")
+    mark_connected(store, DEFAULT_CONNECTION, ACCOUNT, ["https://www.googleapis.com/auth/calendar.events"])
+    store.close()
+    env = {
+        "DIRECTUS_URL": directus_bookings.url,
+        "DIRECTUS_TOKEN": directus_bookings.sync_token,
+        "GOOGLE_CLIENT_ID": google_fake.client_id,
+        "GOOGLE_CLIENT_SECRET": google_fake.client_secret,
+        "GOOGLE_API_ROOT": google_fake.api_root,
+        "GOOGLE_AUTH_URI": google_fake.auth_uri,
+        "GOOGLE_TOKEN_URI": google_fake.token_uri,
+        "GOOGLE_REVOKE_URI": google_fake.revoke_uri,
+        "ALLOWED_GOOGLE_ACCOUNTS": "any",
+        "SYNC_INTERVAL_SECONDS": "0.5",
+    }
+    google_fake.create_event("Made on the phone", datetime.now(UTC) + timedelta(days=1))
+    base, proc = start_serving(tmp_path, **env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            titles = [
+                row["title"] for row in directus_bookings.admin("GET", "/items/bookings").json()["data"]
+            ]
+            if "Made on the phone" in titles:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("no cycle imported the event")
+        assert requests.get(base + "/elsewhere", timeout=5).status_code == 404
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert "sync cycle finished" in output and "Traceback" not in output
+
+    failing = tmp_path / "failing"
+    (failing / ".calsync").mkdir(parents=True)
+    FileTokenStore(failing / ".calsync/refresh_token").put(google_fake.issue_refresh_token(ACCOUNT))
+    base, proc = start_serving(failing, **{**env, "DIRECTUS_TOKEN": "not-a-token-directus-knows"})
+    try:
+        time.sleep(2)  # a few ticks, each refused by Directus
+        assert proc.poll() is None and requests.get(base + "/elsewhere", timeout=5).status_code == 404
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert "Traceback" not in output and "not-a-token-directus-knows" not in output
+    assert '"severity": "WARNING"' in output or '"severity": "ERROR"' in output

@@ -8,17 +8,25 @@ served alone by functions-framework.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shlex
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import flask
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from calsync import logs
+from calsync.bootstrap import App
 from calsync.local_settings import LOCAL_FILE, origin
 from calsync.settings import Settings
+from calsync.sync.cycle import CycleResult, run_cycle
+from calsync.sync.ports import SyncContext
 from calsync.web import entrypoints
+
+log = logging.getLogger(__name__)
 
 FUNCTIONS: dict[str, Callable[[flask.Request], flask.Response]] = {
     "oauth_callback": entrypoints.oauth_callback,
@@ -150,3 +158,66 @@ def banner(run: LocalRun) -> str:
         steps.append(f"connect a Google account: open {run.connect_link}")
     lines += [f"  {number}. {step}" for number, step in enumerate(steps, start=1)]
     return "\n".join(lines)
+
+
+class PeriodicSync:
+    """The import cycle every ``interval`` seconds on a background thread: what Cloud Scheduler does for the
+    deployed functions, so a local run syncs by itself. It waits quietly (saying once why) while Google or
+    Directus is not configured or no account is connected, and a failed cycle is logged, never raised: the
+    server goes on and the next tick tries again."""
+
+    NEEDS = ("directus_url", "directus_token", "google_client_id", "google_client_secret")
+
+    def __init__(
+        self, app: App, interval: float, cycle: Callable[[SyncContext], CycleResult] = run_cycle
+    ) -> None:
+        self.app = app
+        self.interval = interval
+        self.cycle = cycle
+        self.cycles = 0  # cycles that ran to a result
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="calsync-periodic-sync", daemon=True)
+        self._said: str | None = None  # the last situation logged, so each is logged once
+
+    def start(self) -> PeriodicSync:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            self.tick()
+            self._stopped.wait(self.interval)
+
+    def _once(self, situation: str, message: str, **fields: object) -> None:
+        if situation != self._said:
+            self._said = situation
+            log.info(message, extra=logs.fields(**fields))
+
+    def tick(self) -> CycleResult | None:
+        """One cycle, or None when it cannot run yet or failed (logged)."""
+        missing = self.app.settings.missing(*self.NEEDS)
+        if missing:
+            self._once("missing", "the local sync waits for settings: " + ", ".join(missing), missing=missing)
+            return None
+        try:
+            result = self.cycle(self.app.context())
+        except Exception:
+            self._said = None
+            log.exception("local sync cycle failed; the next one runs in %g s", self.interval)
+            return None
+        self.cycles += 1
+        if result.status in ("not_connected", "needs_reconnect"):
+            self._once(
+                result.status,
+                f"the local sync waits: {result.status.replace('_', ' ')}",
+                status=result.status,
+            )
+        else:
+            self._said = None
+        return result

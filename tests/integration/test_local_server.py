@@ -54,6 +54,21 @@ def start_serving(directory: Path, **env: str) -> tuple[str, subprocess.Popen[st
     return base, proc
 
 
+def run_calsync(cwd: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """``calsync ARGS`` in ``cwd`` with only ``env`` set, to its end."""
+    return subprocess.run(
+        [*CALSYNC, *args], cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+def serve_expecting_exit(
+    directory: Path, port: int | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``calsync serve`` that is expected to stop at start: its exit code and output."""
+    return run_calsync(directory, "serve", "--port", str(port or free_port()), timeout=30, **env)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     base, proc = start_serving(tmp_path)
@@ -120,31 +135,16 @@ def test_bad_local_state_fails_at_start_with_a_clear_message(
     tmp_path: Path, setup: object, expected: str
 ) -> None:
     setup(tmp_path)  # type: ignore[operator]
-    result = subprocess.run(
-        [*CALSYNC, "serve", "--port", str(free_port())],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = serve_expecting_exit(tmp_path)
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
 def test_malformed_setting_fails_at_start_naming_it(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*CALSYNC, "serve", "--port", str(free_port())],
-        cwd=tmp_path,
-        env=clean_env(TIMEZONE="Atlantis/Capital", WEBHOOK_SECRET="given-secret-value"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = serve_expecting_exit(tmp_path, TIMEZONE="Atlantis/Capital", WEBHOOK_SECRET="given-secret-value")
     assert result.returncode == 2
-    assert "TIMEZONE" in result.stderr and "Traceback" not in result.stderr
+    assert "calsync: invalid settings: TIMEZONE: unknown time zone 'Atlantis/Capital'" in result.stderr
+    assert "Value error" not in result.stderr and "Traceback" not in result.stderr
     assert "given-secret-value" not in result.stderr
 
 
@@ -204,3 +204,13 @@ def test_the_local_server_syncs_by_itself_on_its_interval(
         output = proc.communicate(timeout=10)[0]
     assert "Traceback" not in output and "not-a-token-directus-knows" not in output
     assert '"severity": "WARNING"' in output or '"severity": "ERROR"' in output
+
+
+def test_a_port_in_use_is_a_configuration_error_with_a_hint(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = serve_expecting_exit(tmp_path, taken.getsockname()[1])
+    assert result.returncode == 2 and "--port" in result.stderr and "Traceback" not in result.stderr

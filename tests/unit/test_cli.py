@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
+import logging
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from calsync import cli
+from calsync import cli, logs
 from calsync.settings import load_settings
 from calsync.web.server import LocalRun, banner
 
@@ -21,11 +26,15 @@ SETTING_NAMES = (
 
 
 @pytest.fixture(autouse=True)
-def fresh_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fresh_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    # main() configures the process's logging, as a command does; give the other tests theirs back
+    levels = {name: logging.getLogger(name).level for name in ("", "calsync.settings")}
+    yield tmp_path
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def write_local(directory: Path, **values: str) -> None:
@@ -145,3 +154,161 @@ def test_make_run_installs_only_what_runs_the_product() -> None:
     assert "$(BIN)/calsync serve" in recipe
     _, full = make_recipe("$(VENV)/.installed")
     assert "--all-extras" in full and "--no-dev" not in full and "--inexact" not in full
+
+
+# -- for cron and for people: exit codes, errors, help, version, progress ------------------------------------
+CONFIGURED = {
+    "DIRECTUS_URL": "http://127.0.0.1:9",
+    "DIRECTUS_TOKEN": "sync-user-token",
+    "GOOGLE_CLIENT_ID": "client",
+    "GOOGLE_CLIENT_SECRET": "client-secret",
+}
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in CONFIGURED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "_warn_if_admin_token", lambda app: None)  # no Directus here
+
+
+def cycle_ending(monkeypatch: pytest.MonkeyPatch, status: str, http_status: int = 200) -> None:
+    from calsync.sync import cycle
+
+    def run(ctx: object) -> cycle.CycleResult:
+        logging.getLogger("calsync.sync.pull").info("pulled a page", extra=logs.fields(events=250))
+        return cycle.CycleResult(status, http_status, {"status": status, "error": "why"})
+
+    monkeypatch.setattr(cycle, "run_cycle", run)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("ok", 0), ("not_connected", 3), ("needs_reconnect", 3), ("error", 4), ("mass_cancel_refused", 4),
+     ("mass_delete_refused", 4), ("busy", 5)],
+)  # fmt: skip
+@pytest.mark.usefixtures("configured")
+def test_sync_exits_with_the_documented_code_for_each_outcome(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], status: str, code: int
+) -> None:
+    cycle_ending(monkeypatch, status)
+    assert cli.main(["sync"]) == code
+    out, err = capsys.readouterr()
+    assert json.loads(out)["status"] == status
+    assert "Traceback" not in err
+    if code:
+        assert "hint:" in err
+
+
+def test_the_readme_documents_the_exit_codes() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Exit codes") :]
+    for code in (cli.OK, cli.FAILED, cli.CONFIGURATION, cli.NOT_CONNECTED, cli.SYNC_FAILED, cli.BUSY):
+        assert f"| `{code}` |" in section
+    for status in cli.CYCLE_EXIT:
+        assert f"`{status}`" in section
+
+
+@pytest.mark.usefixtures("configured")
+def test_progress_is_json_lines_for_cron_and_readable_lines_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cycle_ending(monkeypatch, "ok")
+    assert cli.main(["sync"]) == 0
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert {"message": "pulled a page", "events": 250}.items() <= next(
+        line for line in lines if line["message"] == "pulled a page"
+    ).items()
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert cli.main(["sync"]) == 0
+    shown = [line for line in terminal.getvalue().splitlines() if "pulled a page" in line]
+    assert len(shown) == 1 and shown[0].endswith("pulled a page  events=250") and "{" not in shown[0]
+
+
+@pytest.mark.usefixtures("configured")
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from calsync.sync import cycle
+
+    def broken(ctx: object) -> cycle.CycleResult:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cycle, "run_cycle", broken)
+    assert cli.main(["sync"]) == 1
+    err = capsys.readouterr().err
+    assert "calsync: unexpected error: RuntimeError: boom" in err and "--debug" in err
+    assert "Traceback" not in err
+    assert cli.main(["sync", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert cli.main(["--debug", "sync"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_an_invalid_setting_is_one_line_naming_it_without_pydantics_prefix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIMEZONE", "Atlantis/Capital")
+    assert cli.main(["sync"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "calsync: invalid settings: TIMEZONE: unknown time zone 'Atlantis/Capital'"
+    assert "hint: set it in the environment or in .calsync/local.env" in err
+    assert "Value error" not in err and "Traceback" not in err
+
+
+def test_status_runs_despite_a_bad_setting_it_does_not_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIMEZONE", "Atlantis/Capital")
+    monkeypatch.setenv("MAX_CANCEL_SHARE", "7")
+    assert cli.main(["status"]) == 3  # nothing connected here
+    out, err = capsys.readouterr()
+    assert json.loads(out)["state"] == "not_connected"
+    assert "ignoring TIMEZONE" in err and "ignoring MAX_CANCEL_SHARE" in err
+    monkeypatch.setenv("STORE", "postgres://elsewhere")  # one it does use
+    assert cli.main(["status"]) == 2
+    assert "STORE" in capsys.readouterr().err
+
+
+def test_a_bad_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["sync", "--no-such-flag"])
+    assert exited.value.code == cli.CONFIGURATION
+
+
+def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"calsync {importlib.metadata.version('calsync')}"
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += all_parsers(sub)
+    return found
+
+
+def test_every_command_and_option_has_help_naming_its_default() -> None:
+    for parser in all_parsers(cli.build_parser()):
+        assert parser.description, f"{parser.prog} has no description"
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                assert all(choice.help for choice in action._choices_actions), parser.prog
+                continue
+            if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                continue
+            assert action.help, f"{parser.prog} {action.option_strings} has no help"
+            assert "default" in action.help, f"{parser.prog} {action.option_strings}: say its default"

@@ -37,10 +37,20 @@ $(UV): | python
 $(VENV)/.installed: uv.lock pyproject.toml | python $(UV)
 	$(UV) sync --frozen --all-extras
 	touch $@
+	@echo "make: the calsync command is $(BIN)/calsync"
 
 install: $(VENV)/.installed
 
-run: install
+# `make run` installs only what the product needs at run time: the functions' dependencies and the oauth
+# extra, no mypy, ruff, pytest or Node. Same .venv (one `calsync` to find, .venv/bin/calsync): --inexact
+# keeps whatever `make install` put there, so neither target undoes the other; `make install` and
+# `make test` still install everything (they sync exactly, adding the dev tools back).
+$(VENV)/.installed-run: uv.lock pyproject.toml | python $(UV)
+	$(UV) sync --frozen --no-dev --extra oauth --inexact
+	touch $@
+	@echo "make: the calsync command is $(BIN)/calsync"
+
+run: $(VENV)/.installed-run
 	$(BIN)/calsync serve
 
 # Directus 12 (Node 24 from the .venv's wheel) installed once into a cache outside the repo.

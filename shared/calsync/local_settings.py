@@ -1,7 +1,8 @@
 """The git-ignored local settings file, so ``calsync serve`` starts on a fresh machine with nothing configured.
 
 It holds the secrets the product can make for itself (webhook secret, connect key), written once with mode
-0600. The environment always wins over the file.
+0600 by ``calsync serve``, and whatever else an admin puts there (``DIRECTUS_TOKEN=...``). Every command
+reads it; the environment always wins over the file.
 """
 
 from __future__ import annotations
@@ -43,12 +44,17 @@ def _create_new(path: Path) -> int:
         return os.open(path, flags, 0o600)
 
 
-def ensure_local_settings(path: Path = LOCAL_FILE) -> tuple[dict[str, str], list[str]]:
-    """The local file's values, generating the missing secrets; returns (values, names generated now)."""
+def local_values(path: Path = LOCAL_FILE) -> dict[str, str]:
+    """The local file's values; none when there is no file (nothing is generated here)."""
     try:
-        values = read_local_file(path) if path.exists() else {}
+        return read_local_file(path) if path.exists() else {}
     except UnicodeDecodeError:
         raise SettingsError(f"{path}: not a text file; delete it to have it generated again") from None
+
+
+def ensure_local_settings(path: Path = LOCAL_FILE) -> tuple[dict[str, str], list[str]]:
+    """The local file's values, generating the missing secrets; returns (values, names generated now)."""
+    values = local_values(path)
     generated = [name for name in GENERATED if not values.get(name) and not os.environ.get(name)]
     if generated:
         for name in generated:
@@ -65,3 +71,15 @@ def ensure_local_settings(path: Path = LOCAL_FILE) -> tuple[dict[str, str], list
 def settings_overrides(values: dict[str, str]) -> dict[str, str]:
     """Field overrides from the file for every name the environment does not set."""
     return {name.lower(): value for name, value in values.items() if not os.environ.get(name)}
+
+
+def lookup(name: str, values: dict[str, str]) -> str:
+    """A setting's value by its environment name: the environment's, else the file's, else ``""``."""
+    return os.environ.get(name) or values.get(name, "")
+
+
+def origin(name: str, values: dict[str, str], path: Path = LOCAL_FILE) -> str | None:
+    """Where a setting comes from: ``environment``, the file's path, or None when it is not set."""
+    if os.environ.get(name):
+        return "environment"
+    return str(path) if values.get(name) else None

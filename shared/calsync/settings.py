@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names it (never its value)."""
+    """A setting is missing or malformed; the message names it (never its value). ``problems``: each bad
+    variable's name and what is wrong with it, so a caller can tell the settings it uses from the rest."""
+
+    def __init__(self, message: str, problems: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or {}
 
 
 class Settings(BaseSettings):
@@ -134,17 +139,23 @@ class Settings(BaseSettings):
         """The environment names of the given settings that are not set."""
         return [name.upper() for name in names if getattr(self, name) in (None, "")]
 
+    # Local run: `calsync serve` runs the import cycle this often (what Cloud Scheduler does in production);
+    # 0 runs none but those POSTed to /calendar_import/.
+    sync_interval_seconds: float = Field(default=60, ge=0)
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the environment; raise SettingsError naming each bad variable."""
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
+        problems: dict[str, str] = {}
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
-            problems.append(f"{name}: {error['msg']}")
-        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+            # a validator's own ValueError comes as "Value error, <its text>": its text says it all
+            problems[name] = error["msg"].removeprefix("Value error, ")
+        message = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+        raise SettingsError("invalid settings: " + message, problems) from None
     if settings.allowed_google_accounts is None:
         log.warning(
             "ALLOWED_GOOGLE_ACCOUNTS is not set: any Google account may be connected. Set it to the emails "

@@ -111,3 +111,11 @@ def test_allowed_accounts_take_any_explicitly_and_warn_when_unset(
     rules = load_settings()
     assert account_allowed(rules, "Boss@example.org") and account_allowed(rules, "x@company.example")
     assert not account_allowed(rules, "x@example.org")
+
+
+def test_a_validators_message_comes_without_pydantics_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIMEZONE", "Mars/Olympus")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value) == "invalid settings: TIMEZONE: unknown time zone 'Mars/Olympus'"
+    assert raised.value.problems == {"TIMEZONE": "unknown time zone 'Mars/Olympus'"}

@@ -163,23 +163,42 @@ class SetupResult:
     sync_token: str | None = None
     sync_user_id: str | None = None
 
+    connect_url: str | None = None  # the signed link the settings item shows, when setup wrote one
+
+    @property
+    def changed(self) -> list[dict[str, str]]:
+        return [step for step in self.steps if step["action"] != "unchanged"]
+
     def as_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "steps": self.steps,
-            "changed": any(s["action"] != "unchanged" for s in self.steps),
-        }
+        body: dict[str, Any] = {"steps": self.steps, "changed": bool(self.changed)}
         if self.sync_token:
             body["sync_token"] = self.sync_token
         return body
 
+    def summary(self, directus_url: str) -> list[str]:
+        """What changed, one line each, and the rest counted; one line when nothing changed."""
+        unchanged = len(self.steps) - len(self.changed)
+        if not self.changed:
+            return [f"Directus at {directus_url} is ready: nothing to change ({unchanged} items checked)"]
+        lines = [
+            f"  {step['action']:<18} {step['what']}" + (f"  ({step['detail']})" if step["detail"] else "")
+            for step in self.changed
+        ]
+        return [*lines, f"  {unchanged} more unchanged"] if unchanged else lines
+
 
 class DirectusSetup:
     def __init__(
-        self, config: SetupConfig, dry_run: bool = False, client: DirectusClient | None = None
+        self,
+        config: SetupConfig,
+        dry_run: bool = False,
+        client: DirectusClient | None = None,
+        reissue_token: bool = False,
     ) -> None:
         if config.on_google_delete not in ("cancel", "delete"):
             raise SetupError("ON_GOOGLE_DELETE must be cancel or delete")
         self.config = config
+        self.reissue_token = reissue_token  # a new static token for an existing sync user (a lost one)
         self.booking_fields: set[str] = {f["field"] for f in BOOKING_FIELDS}
         self.dry_run = dry_run
         self.api = client or DirectusClient(
@@ -276,16 +295,16 @@ class DirectusSetup:
             current = {}
         now = datetime.now(UTC)
         if self.config.connect_url_is_fresh(str(current.get("connect_url") or ""), now):
+            self.result.connect_url = str(current["connect_url"])
             self._step("Connect Google Calendar link", "unchanged")
             return
+        link = self.config.connect_url(now)
         self._write(
             "PATCH",
             f"/items/{SETTINGS_COLLECTION}",
-            {
-                "connect_url": self.config.connect_url(now),
-                "connection_state": current.get("connection_state") or "not_connected",
-            },
+            {"connect_url": link, "connection_state": current.get("connection_state") or "not_connected"},
         )
+        self.result.connect_url = None if self.dry_run else link
         self._step("Connect Google Calendar link", "updated" if current.get("connect_url") else "created")
 
     # -- policy, permissions, user --------------------------------------------------------------------
@@ -402,9 +421,20 @@ class DirectusSetup:
             user = found[0]
             self.result.sync_user_id = str(user["id"])
             attached = {str(p.get("policy")) for p in user.get("policies") or [] if isinstance(p, dict)}
+            changes: dict[str, Any] = {}
             if policy is not None and policy not in attached:
-                self._write("PATCH", f"/users/{user['id']}", {"policies": {"create": [{"policy": policy}]}})
-                self._step("sync service user", "updated", "policy attached")
+                changes["policies"] = {"create": [{"policy": policy}]}
+            if self.reissue_token:
+                changes["token"] = secrets.token_urlsafe(32)  # replaces the old one: it stops working
+            if changes:
+                self._write("PATCH", f"/users/{user['id']}", changes)
+                if "token" in changes and not self.dry_run:
+                    self.result.sync_token = changes["token"]
+                done = [
+                    "policy attached" if "policies" in changes else "",
+                    "new token" if "token" in changes else "",
+                ]
+                self._step("sync service user", "updated", ", ".join(filter(None, done)))
             else:
                 self._step("sync service user", "unchanged", "its token was shown when it was created")
             return

@@ -37,7 +37,6 @@ Design choices (why):
 from __future__ import annotations
 
 import json
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -54,6 +53,7 @@ from google.cloud.firestore_v1 import CollectionReference, DocumentReference
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from calsync.retry import Backoff
 from calsync.state.store import (
     ConnectionStatus,
     Cursor,
@@ -73,6 +73,7 @@ T = TypeVar("T")
 _GET_CHUNK = 500  # documents per get_all / per write batch (Firestore's commit limit is 500 writes)
 _IN_CHUNK = 30  # Firestore's limit on the number of values of an ``in`` filter
 _CAS_ATTEMPTS = 25  # compare-and-set rounds before giving up; each lost round means another writer won
+_CAS_BACKOFF = Backoff(base_s=0.01, cap_s=0.5)  # short pauses that spread the next round of racing writers
 _MAX_JSON = 256 * 1024  # dead-letter payloads beyond this are cut (a document may not exceed 1 MiB)
 
 # Retried: the request most likely never took effect, or the server asks us to come back.
@@ -174,7 +175,7 @@ class FirestoreSyncStore(SyncStore):
                 result = attempt()
                 if result is not None:
                     return result
-                time.sleep(random.uniform(0, min(0.5, 0.01 * 2**round_)))  # noqa: S311 - jitter, not crypto
+                time.sleep(_CAS_BACKOFF.delay(round_))
         raise StoreError(f"Firestore {what}: still contended after {_CAS_ATTEMPTS} attempts")
 
     def _connection(self, connection: str) -> DocumentReference:

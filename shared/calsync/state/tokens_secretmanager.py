@@ -24,6 +24,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
 from calsync import logs
+from calsync.retry import Backoff, Retry, retrying
 from calsync.state.store import DEFAULT_CONNECTION, StoreError, TokenStore
 
 log = logging.getLogger(__name__)
@@ -217,19 +218,21 @@ class SecretManagerTokenStore(TokenStore):
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         """``call()``, repeated on transient errors up to ``attempts`` times in all; the last error is raised."""
-        for attempt in range(1, self.attempts + 1):
+
+        def attempt() -> T:
             try:
                 return call()
             except _TRANSIENT as exc:
-                if attempt == self.attempts:
-                    raise
-                delay = min(2.0, 0.25 * 2 ** (attempt - 1))
-                log.info(
-                    "Secret Manager is briefly unavailable; retrying",
-                    extra=logs.fields(operation=what, attempt=attempt, error=type(exc).__name__, delay=delay),
-                )
-                self.sleep(delay)
-        raise AssertionError("unreachable")
+                raise Retry(exc) from None
+
+        def on_retry(error: Exception, delay: float) -> None:
+            log.info(
+                "Secret Manager is briefly unavailable; retrying",
+                extra=logs.fields(operation=what, error=type(error).__name__, delay=delay),
+            )
+
+        policy = Backoff(base_s=0.25, cap_s=2.0, retries=self.attempts - 1)
+        return retrying(attempt, policy, sleep=self.sleep, on_retry=on_retry)
 
     def _create(self, secret: str) -> None:
         parent, _, secret_id = secret.rpartition("/secrets/")

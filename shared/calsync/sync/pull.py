@@ -168,6 +168,13 @@ class Puller:
             self.summary.pages += 1
             self._apply_page(page.items)
             next_token = page.next_sync_token or next_token
+            if page.items:  # progress, for long imports (the CLI shows it)
+                log.info(
+                    "applied a page of Google's changes",
+                    extra=logs.fields(
+                        page=self.summary.pages, events=len(page.items), created=self.summary.created
+                    ),
+                )
         return next_token, window
 
     # -- one page -------------------------------------------------------------------------------------

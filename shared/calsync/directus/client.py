@@ -330,7 +330,6 @@ class DirectusClient:
                 "GET",
                 f"{self._items()}/{quote(key, safe='')}",
                 "item read",
-                params={"fields": "id"},
                 single_item=True,
             )
         except DirectusNotFound as exc:

@@ -33,7 +33,7 @@ class Directus(Protocol):
         """The items with these keys, by key (missing ones are left out)."""
 
     def read_item(self, key: str) -> dict[str, Any] | None:
-        """One item read on its own route; None only when Directus says there is no such item."""
+        """The item (all its fields) on its own route; None only when Directus says there is no such item."""
 
     def find_items(
         self, field: str, values: Iterable[str], fields: Iterable[str] | None = None

@@ -57,6 +57,17 @@ def test_a_real_delete_deletes_the_event_and_forgets_the_mapping() -> None:
     assert world.store.get_mapping("default", "bookings", key) is None
 
 
+def test_a_booking_a_bulk_read_missed_keeps_its_event_and_its_status() -> None:
+    world = World()
+    key = world.book("Still here")
+    world.deliver("upsert", key)
+    world.directus.hidden.add(key)  # the bulk read leaves it out; its own route finds it
+    outcome = world.deliver("delete", key)
+    assert outcome.deleted == [] and outcome.skipped == [key]
+    assert [e["summary"] for e in world.live_events()] == ["Still here"]
+    assert world.directus.rows()[key]["sync_status"] == "synced"
+
+
 def test_reads_that_come_back_empty_prove_nothing_and_delete_nothing() -> None:
     world = World()
     keys = [world.book(hour=n) for n in range(3)]

@@ -31,6 +31,7 @@ class Write:
     body: dict[str, Any]
     mapped: bool
     directus_updated: str | None
+    read_only: str | None = None  # what the mapping knew of the event's ownership ("": ours to write)
 
     @property
     def content_hash(self) -> str:
@@ -95,7 +96,14 @@ def plan_upserts(
             # the booking cannot become an event: the booking itself says why
             plan.invalid[key] = str(exc)
             continue
-        write = Write(key, event_id, body, mapping is not None, item.get(FIELDS.date_updated))
+        write = Write(
+            key,
+            event_id,
+            body,
+            mapping is not None,
+            item.get(FIELDS.date_updated),
+            mapping.read_only if mapping else "",
+        )
         if mapping is not None and write.content_hash in (mapping.content_hash, mapping.refused_hash):
             # what Google holds is what we last wrote (an echo, or a change that changed nothing), or what
             # Google refused for good: nothing to send until the booking changes

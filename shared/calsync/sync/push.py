@@ -39,7 +39,7 @@ from calsync.sync.guards import guard_limit
 from calsync.sync.ids import event_id_for
 from calsync.sync.leases import BookingLeases
 from calsync.sync.outcome import PushOutcome
-from calsync.sync.ownership import writable
+from calsync.sync.ownership import read_only_reason, writable
 from calsync.sync.plan import Write, plan_upserts
 from calsync.sync.ports import Calendar, EventWrite, SyncContext
 from calsync.sync.writeback import WriteBack
@@ -242,6 +242,8 @@ class Pusher:
                 event_hash(event) if event else by_key[key].content_hash,
                 by_key[key].directus_updated,
                 now,
+                # what Google's answer says of the event's ownership, else what the mapping knew
+                read_only=read_only_reason(event) if event.get("organizer") else by_key[key].read_only,
             )
             for key, event in done.items()
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from calsync.google.errors import GoogleBadRequest
 from calsync.sync.ids import event_id_for
-from tests.unit.sync.world import World
+from tests.unit.sync.world import START, World
 
 
 def test_a_new_booking_gets_one_event_with_its_derived_id_and_the_booking_says_so() -> None:
@@ -155,3 +155,16 @@ def test_bulk_deliveries_go_in_batches() -> None:
     world.deliver("upsert", *keys)
     assert len(world.live_events()) == 120
     assert world.google.requests == 3  # 50 + 50 + 20 in three batch requests
+
+
+def test_an_event_made_in_google_stays_writable_after_the_sync_writes_to_it() -> None:
+    world = World()
+    event = world.google.create_event("Made in Google", START)
+    world.cycle()
+    (key,) = world.directus.rows()
+    world.directus.person_update(key, status="cancelled")
+    world.deliver("upsert", key)
+    assert world.google.event(event["id"])["status"] == "cancelled"
+    world.directus.person_update(key, status="confirmed")  # and back: the sync still may write it
+    assert world.deliver("upsert", key).synced == [key]
+    assert world.google.event(event["id"])["status"] == "confirmed"

@@ -3,7 +3,7 @@ are lost, repeated and reordered, Google and Directus fail and lose answers, the
 two steps; once the faults stop and time passes, at most two cycles must leave both sides holding the same
 bookings, one event each, nothing lost, and a further cycle must write nothing anywhere (no echoes).
 
-``make test`` runs ``CALSYNC_STATEFUL_EXAMPLES`` examples (default 200); a long mode runs as many as asked,
+``make test`` runs ``CALSYNC_STATEFUL_EXAMPLES`` examples (default 400); a long mode runs as many as asked,
 e.g. ``CALSYNC_STATEFUL_EXAMPLES=20000 .venv/bin/pytest tests/unit/sync/test_state_machine.py``.
 """
 
@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from calsync.google.errors import GoogleQuotaExceeded
 from tests.unit.sync.world import START, World
 
-EXAMPLES = int(os.environ.get("CALSYNC_STATEFUL_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("CALSYNC_STATEFUL_EXAMPLES", "400"))
 TITLES = st.sampled_from(["Cut", "Colour", "Call", "Lunch", "Review"])
 HOURS = st.integers(min_value=0, max_value=72)
 

@@ -354,3 +354,16 @@ def test_cursor_keeps_the_sweep_position(store: SyncStore) -> None:
     store.put_cursor(Cursor(C, "primary", sync_token="t", sweep_after="41", updated_at=at(1)))
     cursor = store.get_cursor(C, "primary")
     assert cursor is not None and cursor.sweep_after == "41"
+
+
+def test_enqueue_many_writes_every_intent_and_keeps_when_each_first_waited(store: SyncStore) -> None:
+    earlier = store.enqueue(C, "bookings", "7", "upsert", error="Google down", now=at(1))
+    keys = [str(n) for n in range(1200)]  # more than one Firestore batch
+    assert store.enqueue_many(C, "bookings", [*keys, "7"], "delete", now=at(5)) == 1200
+    assert store.count_outbox(C) == 1200
+    entry = store.get_outbox(C, "bookings", "7")
+    assert entry is not None and entry.action == "delete" and entry.intent_id != earlier.intent_id
+    assert entry.created_at == at(1) and entry.attempts == 0 and entry.last_error is None
+    assert not store.remove_outbox(earlier)  # the older intent is not the one there any more
+    fresh = store.get_outbox(C, "bookings", "1199")
+    assert fresh is not None and fresh.created_at == at(5) and fresh.next_attempt_at == at(5)

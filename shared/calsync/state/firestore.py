@@ -413,20 +413,72 @@ class FirestoreSyncStore(SyncStore):
                 # the booking has been waiting since its first intent
                 created_at=_utc(data["created_at"]) if data else now,
             )
-            doc = {
-                "connection": entry.connection,
-                "collection": entry.collection,
-                "booking_key": entry.booking_key,
-                "action": entry.action,
-                "intent_id": entry.intent_id,
-                "attempts": entry.attempts,
-                "last_error": entry.last_error,
-                "next_attempt_at": entry.next_attempt_at,
-                "created_at": entry.created_at,
-            }
-            return entry if self._write_if_unchanged(ref, snap, doc) else None
+            return entry if self._write_if_unchanged(ref, snap, self._entry_doc(entry)) else None
 
         return self._cas("enqueue", attempt)
+
+    @staticmethod
+    def _entry_doc(entry: OutboxEntry) -> dict[str, Any]:
+        return {
+            "connection": entry.connection,
+            "collection": entry.collection,
+            "booking_key": entry.booking_key,
+            "action": entry.action,
+            "intent_id": entry.intent_id,
+            "attempts": entry.attempts,
+            "last_error": entry.last_error,
+            "next_attempt_at": entry.next_attempt_at,
+            "created_at": entry.created_at,
+        }
+
+    def enqueue_many(
+        self,
+        connection: str,
+        collection: str,
+        keys: Iterable[str],
+        action: OutboxAction,
+        now: datetime | None = None,
+    ) -> int:
+        """One read and one atomic batch of conditional writes per 500 bookings; a batch that lost a race to
+        another writer is done again key by key."""
+        now = _utc(now or utcnow())
+        wanted = list(dict.fromkeys(str(k) for k in keys))
+        with self._guard("enqueue_many"):
+            for chunk in _chunks(wanted, _GET_CHUNK):
+                refs = {key: self._outbox_ref(connection, collection, key) for key in chunk}
+                snaps = {
+                    snap.reference.path: snap
+                    for snap in self.client.get_all(list(refs.values()), **self._rpc())
+                }
+                batch = self.client.batch()
+                for key, ref in refs.items():
+                    snap = snaps.get(ref.path)
+                    data = snap.to_dict() if snap is not None and snap.exists else None
+                    doc = self._entry_doc(
+                        OutboxEntry(
+                            connection,
+                            collection,
+                            key,
+                            action,
+                            uuid.uuid4().hex,
+                            0,
+                            None,
+                            now,
+                            _utc(data["created_at"]) if data else now,
+                        )
+                    )
+                    if data is not None and snap is not None:
+                        batch.update(
+                            ref, doc, option=self.client.write_option(last_update_time=snap.update_time)
+                        )
+                    else:
+                        batch.create(ref, doc)
+                try:
+                    batch.commit(**self._rpc())
+                except _CONFLICT:
+                    for key in chunk:
+                        self.enqueue(connection, collection, key, action, now=now)
+        return len(wanted)
 
     def get_outbox(self, connection: str, collection: str, key: str) -> OutboxEntry | None:
         with self._guard("get_outbox"):

@@ -361,6 +361,26 @@ class SqliteSyncStore(SyncStore):
             )
         return OutboxEntry(connection, collection, str(key), action, intent, 0, error, now, _req_dt(created))
 
+    def enqueue_many(
+        self,
+        connection: str,
+        collection: str,
+        keys: Iterable[str],
+        action: OutboxAction,
+        now: datetime | None = None,
+    ) -> int:
+        """Every intent in one transaction; each booking keeps the time it first waited."""
+        stamp = _ts(now or utcnow())
+        wanted = list(dict.fromkeys(str(k) for k in keys))
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO outbox VALUES (?,?,?,?,?,0,NULL,?,?) ON CONFLICT (connection, collection, booking_key)"
+                " DO UPDATE SET action = excluded.action, intent_id = excluded.intent_id, attempts = 0,"
+                " last_error = NULL, next_attempt_at = excluded.next_attempt_at",
+                [(connection, collection, key, action, uuid.uuid4().hex, stamp, stamp) for key in wanted],
+            )
+        return len(wanted)
+
     def get_outbox(self, connection: str, collection: str, key: str) -> OutboxEntry | None:
         rows = self._read(
             "SELECT * FROM outbox WHERE connection = ? AND collection = ? AND booking_key = ?",

@@ -226,6 +226,21 @@ class SyncStore(abc.ABC):
     ) -> OutboxEntry:
         """Record the latest intent for a booking, replacing any older one (keeps its created_at)."""
 
+    def enqueue_many(
+        self,
+        connection: str,
+        collection: str,
+        keys: Iterable[str],
+        action: OutboxAction,
+        now: datetime | None = None,
+    ) -> int:
+        """``enqueue`` for many bookings at once (a delivery too large to push inline); how many. Adapters
+        write them in as few round trips as they can."""
+        wanted = list(dict.fromkeys(str(k) for k in keys))
+        for key in wanted:
+            self.enqueue(connection, collection, key, action, now=now)
+        return len(wanted)
+
     @abc.abstractmethod
     def get_outbox(self, connection: str, collection: str, key: str) -> OutboxEntry | None: ...
 

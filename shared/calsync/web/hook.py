@@ -46,8 +46,7 @@ def handle_delivery(app: App, request: flask.Request) -> flask.Response:
 
 def _queue_all(app: App, delivery: Delivery) -> flask.Response:
     """A large delivery goes to the outbox whole, without calling Google; the import cycle drains it."""
-    for key in delivery.keys:
-        app.store.enqueue(app.connection, delivery.collection, key, delivery.action)
+    app.store.enqueue_many(app.connection, delivery.collection, delivery.keys, delivery.action)
     log.info(
         "large delivery queued for the next cycle",
         extra=logs.fields(action=delivery.action, keys=len(delivery.keys), inline_limit=INLINE_KEYS),

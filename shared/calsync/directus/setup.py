@@ -51,6 +51,10 @@ def _primary_key() -> dict[str, Any]:
     }
 
 
+# sync_status values: (value, label, colour of its label)
+SYNC_STATUSES = (("synced", "Synced", "#2ECDA7"), ("queued", "Queued", "#FFA439"), ("error", "Error", "#E35169"),
+                 ("read_only", "Read-only", "#A2B5CD"), ("excluded", "Excluded", "#A2B5CD"))  # fmt: skip
+
 BOOKING_FIELDS: list[dict[str, Any]] = [
     _primary_key(),
     _field("title", "string", interface="input"),
@@ -72,26 +76,172 @@ BOOKING_FIELDS: list[dict[str, Any]] = [
             ]
         },
     ),
-    _field("google_event_id", "string", readonly=True, note="Set by the Google Calendar sync"),
-    _field("sync_status", "string", readonly=True, note="synced, queued or error"),
-    _field("sync_error", "text", readonly=True),
+    _field(
+        "google_event_id",
+        "string",
+        readonly=True,
+        interface="input",
+        note="Set by the Google Calendar sync: the event this booking is linked to. Do not edit.",
+    ),
+    _field(
+        "sync_status",
+        "string",
+        readonly=True,
+        interface="select-dropdown",
+        options={"choices": [{"text": t, "value": v} for v, t, _ in SYNC_STATUSES]},
+        display="labels",
+        display_options={
+            "choices": [
+                {"text": t, "value": v, "foreground": "#FFFFFF", "background": c} for v, t, c in SYNC_STATUSES
+            ]
+        },
+        note="Set by the sync. synced: in Google Calendar. queued: waits for the next cycle (see the "
+        "calendar_sync item). error: Google refused it, the reason is in Sync error; edit the booking to "
+        "try again. read_only: linked to an event calsync may not change. excluded: no longer imported.",
+    ),
+    _field(
+        "sync_error",
+        "text",
+        readonly=True,
+        interface="input-multiline",
+        note="Why the last sync of this booking failed or was limited; empty when all is well.",
+    ),
     _field("date_created", "timestamp", ["date-created"], readonly=True, hidden=True),
     _field("date_updated", "timestamp", ["date-updated"], readonly=True, hidden=True),
     # Who changed a booking last: the sync's own write-backs must not count as edits in conflicts.
     _field("user_updated", "uuid", ["user-updated"], readonly=True, hidden=True),
 ]
 
+CYCLE_RESULTS = (("ok", "OK", "#2ECDA7"), ("error", "Error", "#E35169"),
+                 ("needs_reconnect", "Needs reconnect", "#E35169"),
+                 ("mass_cancel_refused", "Mass cancel refused", "#FFA439"),
+                 ("mass_delete_refused", "Mass delete refused", "#FFA439"))  # fmt: skip
+CONNECTION_STATES = (("connected", "Connected", "#2ECDA7"), ("needs_reconnect", "Needs reconnect", "#E35169"),
+                     ("not_connected", "Not connected", "#A2B5CD"), ("disconnected", "Disconnected", "#A2B5CD"))  # fmt: skip
+
+
+def _labels(values: tuple[tuple[str, str, str], ...]) -> dict[str, Any]:
+    """A coloured label per known value (display "labels")."""
+    return {
+        "display": "labels",
+        "display_options": {
+            "choices": [
+                {"text": t, "value": v, "foreground": "#FFFFFF", "background": c} for v, t, c in values
+            ]
+        },
+    }
+
+
+def _when(name: str, note: str) -> dict[str, Any]:
+    """A timestamp shown as a date and time with how long ago (display "datetime", relative)."""
+    return _field(name, "timestamp", readonly=True, interface="datetime", display="datetime",
+                  display_options={"relative": True, "suffix": True}, note=note)  # fmt: skip
+
+
+def _count(name: str, note: str) -> dict[str, Any]:
+    return _field(name, "integer", readonly=True, interface="input", width="half", display="formatted-value",
+                  display_options={"format": True}, note=note)  # fmt: skip
+
+
+def _connect_button() -> dict[str, Any]:
+    """A button that opens the signed Connect link: an alias field (no column) with the "presentation-links"
+    interface, its URL a template of the item's own ``connect_url``."""
+    link = {"label": "Connect Google Calendar", "icon": "link", "type": "primary", "actionType": "url",
+            "url": "{{connect_url}}"}  # fmt: skip
+    meta = {"interface": "presentation-links", "special": ["alias", "no-data"], "options": {"links": [link]},
+            "note": "Opens Google's consent for the calendar bookings go to (the link is valid 24 hours and "
+            "renewed by every sync cycle)."}  # fmt: skip
+    return {"field": "connect_button", "type": "alias", "meta": meta, "schema": None}
+
+
 SETTINGS_FIELDS: list[dict[str, Any]] = [
     _primary_key(),
-    _field("connect_url", "string", readonly=True, note="Open this link to connect a Google account"),
-    _field("google_account", "string", readonly=True),
-    _field("connection_state", "string", readonly=True),
-    _field("last_cycle_at", "timestamp", readonly=True),
-    _field("last_cycle_result", "string", readonly=True),
-    _field("last_error", "text", readonly=True),
-    _field("pending_changes", "integer", readonly=True),
-    _field("dead_letters", "integer", readonly=True),
+    _connect_button(),
+    _field(
+        "connect_url",
+        "string",
+        readonly=True,
+        interface="input",
+        display="formatted-value",
+        display_options={"font": "monospace"},
+        note="The signed link behind the Connect button (valid 24 hours, renewed every cycle). Open it to "
+        "connect a Google account, or to reconnect when Connection state says needs_reconnect.",
+    ),
+    _field(
+        "google_account",
+        "string",
+        readonly=True,
+        interface="input",
+        note="The Google account whose calendar the bookings go to. Empty until someone connects.",
+    ),
+    _field(
+        "connection_state",
+        "string",
+        readonly=True,
+        interface="input",
+        **_labels(CONNECTION_STATES),
+        note="connected: the sync runs. needs_reconnect: Google refused the stored access (revoked or "
+        "expired): open the Connect button with the same account; changes wait until then. not_connected "
+        "or disconnected: connect an account.",
+    ),
+    _when("last_connected_at", "When the Google account last completed the consent (the Connect link)."),
+    _when("last_cycle_at", "When the last sync cycle finished."),
+    _field(
+        "last_cycle_result",
+        "string",
+        readonly=True,
+        interface="input",
+        **_labels(CYCLE_RESULTS),
+        note="How the last cycle ended. ok: everything was applied. error: it stopped (Google or Directus "
+        "failed; see Last error), the next cycle resumes. needs_reconnect: reconnect the account. "
+        "mass_cancel_refused / mass_delete_refused: a safety guard stopped a large change; see Last error.",
+    ),
+    _when(
+        "next_cycle_expected_by",
+        "The next cycle must have finished by then (three scheduler ticks after the "
+        "last one). Shown as '... ago' once it is past: no cycle is running, so check the Cloud Scheduler "
+        "job and the calendar_import function's logs.",
+    ),
+    _field(
+        "last_error",
+        "text",
+        readonly=True,
+        interface="input-multiline",
+        note="What went wrong last (empty when the last cycle was fine). It names the part that failed.",
+    ),
+    _field(
+        "last_publish_error",
+        "text",
+        readonly=True,
+        interface="input-multiline",
+        note="When Directus refused an earlier status update (so what this item showed was stale): when and "
+        "why. Empty when every update went through. A 403 usually means setup must be run again.",
+    ),
+    _count(
+        "pending_changes",
+        "Booking changes waiting to be sent to Google; each cycle retries them. A number "
+        "that keeps growing means Google is unreachable or the account needs a reconnect.",
+    ),
+    _count(
+        "dead_letters",
+        "Changes given up on for good (Google refused them); see /status for the list. "
+        "Editing the booking tries again.",
+    ),
+    _count(
+        "bookings_in_error",
+        "Bookings with sync status error: filter the bookings by it, read Sync error, fix and save them.",
+    ),
+    _count("bookings_queued", "Bookings with sync status queued: they go to Google at the next cycle."),
+    _count("bookings_read_only", "Bookings linked to events calsync may not change (another organizer's)."),
+    _count(
+        "bookings_excluded",
+        "Bookings no longer imported under the current import settings (kept, not synced).",
+    ),
 ]
+# The settings item's fields are calsync's own: setup keeps their interfaces and notes current. In the
+# bookings collection only the fields the sync owns; the others may have been customised by an admin.
+MANAGED_META = ("interface", "options", "display", "display_options", "note", "readonly", "special", "width")
+SYNC_OWNED = ("google_event_id", "sync_status", "sync_error")
 
 
 # What the sync user may touch (field-level permissions): it reads what push, pull and the repair scan read,
@@ -100,8 +250,9 @@ SYNC_WRITES = ("title", "start_datetime", "end_datetime", "all_day", "descriptio
                "timezone", "google_event_id", "sync_status", "sync_error")  # fmt: skip
 SYNC_READS = ("id", *SYNC_WRITES, "date_created", "date_updated", "user_updated")
 OPTIONAL_FIELDS = ("timezone",)  # granted only where the collection has it
-STATUS_FIELDS = ("google_account", "connection_state", "last_cycle_at", "last_cycle_result", "last_error",
-                 "pending_changes", "dead_letters")  # fmt: skip
+STATUS_FIELDS = tuple(
+    f["field"] for f in SETTINGS_FIELDS if f["field"] not in ("id", "connect_url", "connect_button")
+)
 # connect_url: the functions refresh the signed link (it expires) when they publish the status.
 SETTINGS_WRITES = (*STATUS_FIELDS, "connect_url")
 SETTINGS_READS = ("id", *SETTINGS_WRITES)
@@ -258,8 +409,20 @@ class DirectusSetup:
                     f"field {name}.{field['field']} exists as type {have.get('type')!r}; calsync needs {field['type']!r}. "
                     "Rename or convert that field, then run setup again"
                 )
+            elif self._meta_outdated(name, field, have):
+                meta = {key: field["meta"][key] for key in MANAGED_META if key in field["meta"]}
+                self._write("PATCH", f"/fields/{name}/{field['field']}", {"meta": meta})
+                self._step(f"field {name}.{field['field']}", "updated", "interface, display and note")
             else:
                 self._step(f"field {name}.{field['field']}", "unchanged")
+
+    def _meta_outdated(self, collection: str, field: dict[str, Any], have: dict[str, Any]) -> bool:
+        """An existing field of calsync's whose interface, display or note differ from this version's (a
+        Directus set up by an earlier version): the migration puts them right, once."""
+        if collection != SETTINGS_COLLECTION and field["field"] not in SYNC_OWNED:
+            return False
+        current = have.get("meta") or {}
+        return any(current.get(key) != field["meta"][key] for key in MANAGED_META if key in field["meta"])
 
     def _ensure_settings_item(self) -> None:
         try:

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
         """The environment names of the given settings that are not set."""
         return [name.upper() for name in names if getattr(self, name) in (None, "")]
 
+    # Health: how often Cloud Scheduler runs calendar_import (terraform's schedule); three ticks without a
+    # cycle make the Directus settings item show the sync as overdue.
+    sync_tick_minutes: int = Field(default=5, ge=1, le=1440)
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the environment; raise SettingsError naming each bad variable."""

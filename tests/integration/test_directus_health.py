@@ -3,13 +3,16 @@ and what ``calsync directus setup`` builds around it, against a real Directus 12
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from calsync.directus.setup import SETTINGS_FIELDS, DirectusSetup
+from calsync.directus.client import DirectusClient
+from calsync.directus.setup import DELIVERY_FLOW_NAME, SETTINGS_FIELDS, DirectusSetup
 from tests.parts.directus import DirectusServer
 from tests.parts.product import ACCOUNT, Product
 
@@ -165,3 +168,39 @@ def test_the_consent_lands_on_the_settings_item_which_says_connected(product: Pr
     assert datetime.now(when(item["last_connected_at"]).tzinfo) - when(item["last_connected_at"]) < timedelta(
         minutes=1
     )
+
+
+# -- 8. the Flow logs real deliveries, not the sync's own writes -------------------------------------------
+
+
+def flow_runs(directus: DirectusServer) -> list[dict[str, Any]]:
+    query = {"collection": {"_eq": "directus_flows"}, "action": {"_eq": "run"}}
+    params = {"filter": json.dumps(query), "fields": "id,item,user", "limit": "-1"}
+    return list(directus.admin("GET", "/activity", params=params).json()["data"])
+
+
+def test_the_sync_users_writes_log_no_flow_runs_while_a_failed_delivery_stays_visible(
+    directus_bookings: DirectusServer,
+) -> None:
+    directus = directus_bookings  # its Flow points at an unreachable booking_hook: every delivery fails
+    flows = directus.admin("GET", "/flows", params={"fields": "id,name"}).json()["data"]
+    delivery = next(f["id"] for f in flows if f["name"] == DELIVERY_FLOW_NAME)
+    before = len(flow_runs(directus))
+    sync = DirectusClient(directus.url, directus.sync_token, "bookings", sleep=lambda _: None)
+    rows = sync.create_items([{"title": f"s{n}", "start_datetime": SOON} for n in range(10)])
+    for row in rows:
+        sync.update_items([{"id": row["id"], "sync_status": "synced"}])  # 20 writes of the sync user
+    person = directus.admin("POST", "/items/bookings", json={"title": "by a person", "start_datetime": SOON})
+    person.raise_for_status()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(flow_runs(directus)) == before:
+        time.sleep(0.2)
+    time.sleep(1)  # the sync user's runs, had they been logged, were triggered before the person's
+    runs = flow_runs(directus)[before:]
+    assert len(runs) == 1 and runs[0]["item"] == delivery  # the person's delivery, none of the sync's
+    query = {"collection": {"_eq": "directus_flows"}, "item": {"_eq": delivery}}
+    revisions = directus.admin("GET", "/revisions", params={"filter": json.dumps(query), "sort": "-id",
+                                                            "limit": "1", "fields": "data"}).json()["data"]  # fmt: skip
+    steps = revisions[0]["data"]["steps"]
+    assert [(s["key"], s["status"]) for s in steps] == [("post_booking_hook", "reject")]  # the failure shows
+    assert revisions[0]["data"]["data"]["$trigger"]["key"] == person.json()["data"]["id"]

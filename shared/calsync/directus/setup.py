@@ -27,7 +27,8 @@ from calsync.web import links
 POLICY_NAME = "calsync sync service"
 USER_FIRST_NAME = "calsync"
 USER_LAST_NAME = "sync service"
-FLOW_NAME = "calsync: bookings to Google Calendar"
+FLOW_NAME = "calsync: bookings to Google Calendar"  # the gate: event trigger, drops the sync's own writes
+DELIVERY_FLOW_NAME = "calsync: deliver to booking_hook"  # run by the gate; its runs are logged
 FLOW_BODY = '{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}'
 
 
@@ -614,72 +615,108 @@ class DirectusSetup:
     def _create_request(self, flow_id: str) -> str | None:
         operation = self._write("POST", "/operations", {
             "flow": flow_id, "name": "POST to booking_hook", "key": "post_booking_hook", "type": "request",
-            "position_x": 37, "position_y": 1, "options": self._operation_options()})  # fmt: skip
+            "position_x": 19, "position_y": 1, "options": self._operation_options()})  # fmt: skip
         return str(operation["id"]) if operation else None
 
-    def _create_condition(self, flow_id: str, request_id: str | None) -> None:
+    def _create_handoff(self, flow_id: str, delivery_id: str | None) -> str | None:
+        """The gate's last step: run the delivery Flow with this trigger (and its accountability)."""
+        operation = self._write("POST", "/operations", {
+            "flow": flow_id, "name": "Deliver", "key": "deliver", "type": "trigger", "position_x": 37,
+            "position_y": 1, "options": {"flow": delivery_id, "payload": "{{$trigger}}"}})  # fmt: skip
+        return str(operation["id"]) if operation else None
+
+    def _create_condition(self, flow_id: str, next_id: str | None) -> None:
         operation = self._write("POST", "/operations", {
             "flow": flow_id, "name": "Not written by the sync", "key": "not_from_the_sync", "type": "condition",
             "position_x": 19, "position_y": 1, "options": self._condition_options(),
-            "resolve": request_id})  # fmt: skip
+            "resolve": next_id})  # fmt: skip
         if operation:
             # The operation must exist before the flow can point at it (a nested create fails).
             self._write("PATCH", f"/flows/{flow_id}", {"operation": operation["id"]})
 
+    def _find_flow(self, name: str, fields: str) -> dict[str, Any] | None:
+        found = self._get("/flows", {"filter": json.dumps({"name": {"_eq": name}}), "fields": fields}) or []
+        return dict(found[0]) if found else None
+
     def _ensure_flow(self) -> None:
-        """The Flow: its trigger, then a condition that drops the sync user's own writes, then the request.
-        A Flow made by an earlier version (trigger -> request) gets the condition put in front."""
-        found = (
-            self._get(
-                "/flows",
-                {
-                    "filter": json.dumps({"name": {"_eq": FLOW_NAME}}),
-                    "fields": "id,status,options,operation.id,operation.type,operation.options,"
-                    "operation.resolve.id,operation.resolve.options",
-                },
-            )
-            or []
-        )
-        if not found:
-            flow = self._write(
-                "POST",
-                "/flows",
-                {
-                    "name": FLOW_NAME,
-                    "icon": "sync",
-                    "status": "active",
-                    "trigger": "event",
-                    "accountability": "all",
-                    "options": self._flow_options(),
-                },
-            )
-            if flow:
-                self._create_condition(flow["id"], self._create_request(flow["id"]))
+        """Two Flows, so that the sync's own writes leave no trace while real deliveries do.
+
+        Directus logs a run of every Flow whose ``accountability`` is not null (an activity row, and with
+        ``all`` a revision holding every step), whatever its condition decided; an event trigger has no
+        filter of its own. So the gate (the event trigger, then the condition that drops the sync user's
+        writes, then a hand-off to the delivery Flow) logs nothing (``accountability: null``), and the
+        delivery Flow (an "operation" trigger, then the request to booking_hook) logs every run with all
+        its steps: a delivery that failed is in its logs, the sync's hundreds of write-backs are not. The
+        hand-off passes the trigger and the accountability along, so the request sends what it always did.
+        A gate made by an earlier version (trigger -> [condition ->] request) has its request replaced by
+        the hand-off."""
+        delivery_id, changed = self._ensure_delivery_flow()
+        flow = self._find_flow(FLOW_NAME, "id,status,options,accountability,operation.id,operation.type,"
+                               "operation.options,operation.resolve.id,operation.resolve.type,"
+                               "operation.resolve.options")  # fmt: skip
+        if flow is None:
+            created = self._write("POST", "/flows", {
+                "name": FLOW_NAME, "icon": "sync", "status": "active", "trigger": "event",
+                "accountability": None, "options": self._flow_options()})  # fmt: skip
+            if created:
+                self._create_condition(created["id"], self._create_handoff(created["id"], delivery_id))
             self._step("Flow to booking_hook", "created", self.config.booking_hook_url)
             return
-        flow = found[0]
-        changed = []
-        if flow.get("options") != self._flow_options() or flow.get("status") != "active":
-            self._write(
-                "PATCH", f"/flows/{flow['id']}", {"options": self._flow_options(), "status": "active"}
-            )
+        if (flow.get("options"), flow.get("status"), flow.get("accountability")) != (
+            self._flow_options(), "active", None):  # fmt: skip
+            self._write("PATCH", f"/flows/{flow['id']}", {"options": self._flow_options(), "status": "active",
+                                                          "accountability": None})  # fmt: skip
             changed.append("trigger")
         first = flow.get("operation") or {}
-        if first.get("type") == "condition":
-            request = first.get("resolve") or {}
-            if first.get("options") != self._condition_options():
-                self._write("PATCH", f"/operations/{first['id']}", {"options": self._condition_options()})
-                changed.append("condition (sync user)")
-            if not request:  # deleted by hand
-                self._write(
-                    "PATCH", f"/operations/{first['id']}", {"resolve": self._create_request(flow["id"])}
-                )
-                changed.append("request")
-        else:
-            request = first  # an earlier version's Flow, or none at all
-            self._create_condition(flow["id"], request.get("id") or self._create_request(flow["id"]))
+        if first.get("type") != "condition":  # an early version's Flow (trigger -> request), or none at all
+            self._create_condition(flow["id"], self._create_handoff(flow["id"], delivery_id))
             changed.append("condition")
-        if request and request.get("options") != self._operation_options():
+            if first.get("id"):
+                self._write("DELETE", f"/operations/{first['id']}", None)
+            self._step("Flow to booking_hook", "updated", ", ".join(changed))
+            return
+        if first.get("options") != self._condition_options():
+            self._write("PATCH", f"/operations/{first['id']}", {"options": self._condition_options()})
+            changed.append("condition (sync user)")
+        after = first.get("resolve") or {}
+        handoff = {"flow": delivery_id, "payload": "{{$trigger}}"}
+        if after.get("type") != "trigger":  # the request of a one-Flow version, or deleted by hand
+            self._write(
+                "PATCH",
+                f"/operations/{first['id']}",
+                {"resolve": self._create_handoff(flow["id"], delivery_id)},
+            )
+            if after.get("id"):
+                self._write("DELETE", f"/operations/{after['id']}", None)
+            changed.append("hand-off to the delivery Flow")
+        elif after.get("options") != handoff:
+            self._write("PATCH", f"/operations/{after['id']}", {"options": handoff})
+            changed.append("hand-off to the delivery Flow")
+        self._step("Flow to booking_hook", "updated" if changed else "unchanged", ", ".join(changed))
+
+    def _ensure_delivery_flow(self) -> tuple[str | None, list[str]]:
+        """The Flow that POSTs to booking_hook, run by the gate; its runs are logged (``accountability:
+        all``). Returns its id and what changed."""
+        flow = self._find_flow(DELIVERY_FLOW_NAME, "id,status,accountability,operation.id,operation.options")
+        if flow is None:
+            created = self._write("POST", "/flows", {
+                "name": DELIVERY_FLOW_NAME, "icon": "send", "status": "active", "trigger": "operation",
+                "accountability": "all", "options": {}})  # fmt: skip
+            if not created:
+                return None, ["delivery Flow"]
+            self._write(
+                "PATCH", f"/flows/{created['id']}", {"operation": self._create_request(created["id"])}
+            )
+            return str(created["id"]), ["delivery Flow"]
+        changed = []
+        if (flow.get("status"), flow.get("accountability")) != ("active", "all"):
+            self._write("PATCH", f"/flows/{flow['id']}", {"status": "active", "accountability": "all"})
+            changed.append("delivery Flow")
+        request: dict[str, Any] = flow.get("operation") or {}
+        if not request:  # deleted by hand
+            self._write("PATCH", f"/flows/{flow['id']}", {"operation": self._create_request(flow["id"])})
+            changed.append("request")
+        elif request.get("options") != self._operation_options():
             self._write("PATCH", f"/operations/{request['id']}", {"options": self._operation_options()})
             changed.append("request (URL or secret)")
-        self._step("Flow to booking_hook", "updated" if changed else "unchanged", ", ".join(changed))
+        return str(flow["id"]), changed

@@ -204,3 +204,34 @@ def test_the_sync_users_writes_log_no_flow_runs_while_a_failed_delivery_stays_vi
     steps = revisions[0]["data"]["steps"]
     assert [(s["key"], s["status"]) for s in steps] == [("post_booking_hook", "reject")]  # the failure shows
     assert revisions[0]["data"]["data"]["$trigger"]["key"] == person.json()["data"]["id"]
+
+
+# -- 7. the Insights dashboard -----------------------------------------------------------------------------
+
+
+def test_setup_makes_the_calsync_dashboard_once_and_its_panels_read_real_data(product: Product) -> None:
+    directus = product.directus
+    config = directus.setup()
+    assert DirectusSetup(config).run().as_json()["changed"] is False
+    dashboards = directus.admin("GET", "/dashboards", params={"filter": json.dumps({"name": {"_eq": "calsync"}}),
+                                                              "fields": "id,panels.name,panels.type,panels.options"})  # fmt: skip
+    [dashboard] = dashboards.json()["data"]
+    panels = {p["name"]: p for p in dashboard["panels"]}
+    assert {n: p["type"] for n, p in panels.items()} == {
+        "Bookings by sync status": "pie-chart", "Bookings in error": "list", "Last cycles": "list"}  # fmt: skip
+    # what the panels query, as the Data Studio asks it (group/aggregate, filter, fields of the template)
+    product.create_bookings({"title": "refused", "start_datetime": SOON, "sync_status": "error",
+                             "sync_error": "Google refused the event"})  # fmt: skip
+    product.app.publish_status()
+    pie = panels["Bookings by sync status"]["options"]
+    counts = directus.admin("GET", "/items/bookings", params={"groupBy[]": pie["column"],
+                                                               "aggregate[count]": pie["column"]}).json()["data"]  # fmt: skip
+    assert {"sync_status": "error", "count": {"sync_status": 1}} in counts
+    errors = panels["Bookings in error"]["options"]
+    rows = directus.admin("GET", "/items/bookings", params={"filter": json.dumps(errors["filter"]),
+                                                             "fields": "id,title,sync_error"}).json()["data"]  # fmt: skip
+    assert [r["sync_error"] for r in rows] == ["Google refused the event"]
+    cycles = panels["Last cycles"]["options"]
+    revisions = directus.admin("GET", "/revisions", params={"filter": json.dumps(cycles["filter"]), "sort": "-id",
+                                                             "limit": "1", "fields": "id,activity.timestamp,delta"})  # fmt: skip
+    assert revisions.json()["data"][0]["delta"]["bookings_in_error"] == 1

@@ -28,6 +28,7 @@ POLICY_NAME = "calsync sync service"
 USER_FIRST_NAME = "calsync"
 USER_LAST_NAME = "sync service"
 FLOW_NAME = "calsync: bookings to Google Calendar"  # the gate: event trigger, drops the sync's own writes
+DASHBOARD_NAME = "calsync"
 DELIVERY_FLOW_NAME = "calsync: deliver to booking_hook"  # run by the gate; its runs are logged
 FLOW_BODY = '{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}'
 
@@ -356,6 +357,7 @@ class DirectusSetup:
             self._ensure_permissions(policy)
             self._ensure_user(policy)
             self._ensure_flow()
+            self._ensure_dashboard()
         except DirectusAuthError as exc:
             raise SetupError(
                 f"Directus refused the admin token ({exc}); pass an admin user's static token"
@@ -720,3 +722,54 @@ class DirectusSetup:
             self._write("PATCH", f"/operations/{request['id']}", {"options": self._operation_options()})
             changed.append("request (URL or secret)")
         return str(flow["id"]), changed
+
+    # -- the Insights dashboard -----------------------------------------------------------------------
+    def _panels(self) -> list[dict[str, Any]]:
+        """The dashboard's panels. Directus 12's data panels skip singleton collections, so the last cycles
+        come from the settings item's revisions (one per status publish), not from the item itself."""
+        bookings = self.config.collection
+        return [
+            {"name": "Bookings by sync status", "type": "pie-chart", "icon": "pie_chart", "position_x": 1,
+             "position_y": 1, "width": 16, "height": 14,
+             "options": {"collection": bookings, "column": "sync_status", "function": "count",
+                         "legend": "right", "showLabels": True}},
+            {"name": "Bookings in error", "type": "list", "icon": "error", "position_x": 17, "position_y": 1,
+             "width": 24, "height": 14, "note": "Open one, read Sync error, fix it and save: the sync tries again.",
+             "options": {"collection": bookings, "limit": 20, "sortField": "date_updated",
+                         "sortDirection": "desc", "displayTemplate": "{{title}} · {{sync_error}}",
+                         "linkToItem": True, "filter": {"sync_status": {"_eq": "error"}}}},
+            {"name": "Last cycles", "type": "list", "icon": "history", "position_x": 1, "position_y": 15,
+             "width": 40, "height": 14, "note": "Every status calsync published on the calendar_sync item.",
+             "options": {"collection": "directus_revisions", "limit": 10, "sortField": "id",
+                         "sortDirection": "desc", "displayTemplate": "{{activity.timestamp}} {{delta}}",
+                         "filter": {"collection": {"_eq": SETTINGS_COLLECTION}}}},
+        ]  # fmt: skip
+
+    def _ensure_dashboard(self) -> None:
+        """The Insights dashboard "calsync"; panels are found by name, created or corrected, never doubled."""
+        query = {"filter": json.dumps({"name": {"_eq": DASHBOARD_NAME}}), "fields": "id"}
+        found = self._get("/dashboards", query) or []
+        if found:
+            dashboard = str(found[0]["id"])
+        else:
+            created = self._write("POST", "/dashboards", {
+                "name": DASHBOARD_NAME, "icon": "sync", "note": "Health of the Google Calendar sync"})  # fmt: skip
+            dashboard = str(created["id"]) if created else ""
+        have = {}
+        if found:
+            params = {"filter": json.dumps({"dashboard": {"_eq": dashboard}}), "fields": "id,name,type,options",
+                      "limit": "-1"}  # fmt: skip
+            have = {p["name"]: p for p in self._get("/panels", params) or []}
+        changes = []
+        for panel in self._panels():
+            current = have.get(panel["name"])
+            if current is None:
+                self._write("POST", "/panels", {**panel, "dashboard": dashboard, "show_header": True})
+                changes.append(f"created {panel['name']}")
+            elif (current.get("type"), current.get("options")) != (panel["type"], panel["options"]):
+                self._write(
+                    "PATCH", f"/panels/{current['id']}", {"type": panel["type"], "options": panel["options"]}
+                )
+                changes.append(f"updated {panel['name']}")
+        action = "created" if not found else "updated" if changes else "unchanged"
+        self._step(f"Insights dashboard {DASHBOARD_NAME!r}", action, ", ".join(changes))

@@ -75,6 +75,7 @@ class App:
         self.sleep = sleep  # backoff between retries (tests make it instant)
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {} if store is None else {"store": store}
+        self._publish_error: str | None = None  # the last status publish Directus refused, until one works
         for secret in (
             settings.webhook_secret,
             settings.connect_key,
@@ -197,17 +198,28 @@ class App:
             self._built.pop(f"calendar/{connection or self.connection}", None)
 
     def publish_status(self) -> None:
-        """Show the connection status in Directus too, when Directus is configured (best effort)."""
+        """Show the connection status in Directus too, when Directus is configured (best effort).
+
+        A publish Directus refuses is recorded in the connection status (``last_error``) by
+        :func:`calsync.directus.status.publish`, and remembered here so that the next publish that goes
+        through shows it in ``last_publish_error`` even after a cycle replaced ``last_error``."""
         if self.settings.missing("directus_url", "directus_token"):
             return
-        from calsync.directus.status import publish
+        from datetime import timedelta
+
+        from calsync.directus.status import PublishRefused, publish
         from calsync.web.links import signed_connect_url
 
         link = None
         if not self.settings.missing("connect_key", "google_redirect_uri"):
             link = signed_connect_url(self.settings, self.connection, utcnow())
+        tick = timedelta(minutes=self.settings.sync_tick_minutes)
         try:
-            publish(self.directus, self.store, self.connection, link)
+            publish(self.directus, self.store, self.connection, link, tick, self._publish_error)
+            self._publish_error = None
+        except PublishRefused as exc:
+            self._publish_error = str(exc)
+            log.warning("Directus refused the connection status", extra=logs.fields(error=str(exc)))
         except Exception:
             log.warning("could not show the connection status in Directus", exc_info=True)
 

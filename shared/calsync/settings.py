@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     # Local run: `calsync serve` runs the import cycle this often (what Cloud Scheduler does in production);
     # 0 runs none but those POSTed to /calendar_import/.
     sync_interval_seconds: float = Field(default=60, ge=0)
+    # Health: how often Cloud Scheduler runs calendar_import (terraform's schedule); three ticks without a
+    # cycle make the Directus settings item show the sync as overdue.
+    sync_tick_minutes: int = Field(default=5, ge=1, le=1440)
 
 
 def load_settings(**overrides: object) -> Settings:

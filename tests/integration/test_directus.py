@@ -26,6 +26,7 @@ from calsync.directus.client import (
 )
 from calsync.directus.setup import (
     BOOKING_FIELDS,
+    DELIVERY_FLOW_NAME,
     FLOW_NAME,
     POLICY_NAME,
     DirectusSetup,
@@ -195,16 +196,21 @@ def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusSer
     flows = directus.admin(
         "GET",
         "/flows",
-        params={"fields": "name,operation.type,operation.options,operation.resolve.options",
+        params={"fields": "name,accountability,operation.type,operation.options,operation.resolve.type,"
+                          "operation.resolve.options",
                 "filter": json.dumps({"name": {"_contains": "calsync"}})},
     ).json()["data"]  # fmt: skip
-    assert len(flows) == 1
-    condition = flows[0]["operation"]
+    gate = next(f for f in flows if f["name"] == FLOW_NAME)
+    assert len(flows) == 2 and gate["accountability"] is None  # the gate logs nothing
+    condition = gate["operation"]
     assert condition["type"] == "condition"  # the sync user's own writes stop here
     assert {"$accountability": {"user": {"_neq": directus.sync_user_id}}} in condition["options"]["filter"][
         "_or"
     ]
-    options = condition["resolve"]["options"]
+    assert condition["resolve"]["type"] == "trigger"  # the rest go to the delivery Flow, which logs its runs
+    delivery = next(f for f in flows if f["name"] == DELIVERY_FLOW_NAME)
+    assert delivery["accountability"] == "all" and delivery["operation"]["type"] == "request"
+    options = delivery["operation"]["options"]
     assert options["url"] == "http://127.0.0.1:9/hook-b"
     assert {"header": "Authorization", "value": "Bearer secret-a-123456"} in options["headers"]
     assert options["body"] == '{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}'
@@ -223,24 +229,38 @@ def test_setup_is_idempotent_and_the_flow_follows_the_urls(directus: DirectusSer
     directus.setup()  # back to the session's configuration
 
 
-def test_setup_puts_the_echo_condition_in_front_of_an_earlier_versions_flow(directus: DirectusServer) -> None:
-    """A Flow made by an earlier version goes straight from the trigger to the request: setup inserts the
-    condition and keeps the request (and its id)."""
+@pytest.mark.parametrize("version", ["trigger -> request", "trigger -> condition -> request"])
+def test_setup_migrates_an_earlier_versions_one_flow_to_the_gate_and_the_delivery_flow(
+    directus: DirectusServer, version: str
+) -> None:
+    """Earlier versions had one Flow: trigger -> request, then trigger -> condition -> request (each run
+    logged). Setup turns it into the gate (condition -> hand-off, no logs) and the delivery Flow."""
     config = directus.setup()
-    fields = {"fields": "id,operation.id,operation.type,operation.resolve.id",
+    fields = {"fields": "id,operation.id,operation.type,operation.resolve.id,operation.resolve.type",
               "filter": json.dumps({"name": {"_eq": FLOW_NAME}})}  # fmt: skip
     flow = directus.admin("GET", "/flows", params=fields).json()["data"][0]
-    request_id = flow["operation"]["resolve"]["id"]
-    directus.admin("PATCH", f"/flows/{flow['id']}", json={"operation": request_id}).raise_for_status()
-    directus.admin("DELETE", f"/operations/{flow['operation']['id']}").raise_for_status()
+    request = directus.admin("POST", "/operations", json={
+        "flow": flow["id"], "key": "old_request", "name": "old", "type": "request", "position_x": 55,
+        "position_y": 1, "options": {"method": "POST", "url": "http://127.0.0.1:9/old"}}).json()["data"]  # fmt: skip
+    condition, handoff = flow["operation"]["id"], flow["operation"]["resolve"]["id"]
+    if version == "trigger -> request":
+        directus.admin("PATCH", f"/flows/{flow['id']}", json={"operation": request["id"]}).raise_for_status()
+        directus.admin("DELETE", f"/operations/{condition}").raise_for_status()
+    else:
+        directus.admin(
+            "PATCH", f"/operations/{condition}", json={"resolve": request["id"]}
+        ).raise_for_status()
+    directus.admin("PATCH", f"/flows/{flow['id']}", json={"accountability": "all"}).raise_for_status()
+    directus.admin("DELETE", f"/operations/{handoff}").raise_for_status()
     result = DirectusSetup(config).run()
-    assert [(s["what"], s["detail"]) for s in result.steps if s["action"] == "updated"] == [
-        ("Flow to booking_hook", "condition")
-    ]
-    flow = directus.admin("GET", "/flows", params=fields).json()["data"][0]
-    assert flow["operation"]["type"] == "condition" and flow["operation"]["resolve"]["id"] == request_id
-    again = DirectusSetup(config).run()
-    assert again.as_json()["changed"] is False
+    assert [s["what"] for s in result.steps if s["action"] == "updated"] == ["Flow to booking_hook"]
+    flow = directus.admin(
+        "GET", "/flows", params={**fields, "fields": fields["fields"] + ",accountability"}
+    ).json()["data"][0]
+    assert flow["operation"]["type"] == "condition" and flow["operation"]["resolve"]["type"] == "trigger"
+    assert flow["accountability"] is None
+    assert directus.admin("GET", f"/operations/{request['id']}").status_code == 403  # the old request is gone
+    assert DirectusSetup(config).run().as_json()["changed"] is False
 
 
 _EVALUATE = """

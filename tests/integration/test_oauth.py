@@ -105,7 +105,7 @@ def test_full_connection_stores_the_token_and_shows_who_is_connected(
     assert response.status_code == 302
     assert (
         response.headers["Location"]
-        == f"https://crm.example.com?calendar_connected={ACCOUNT.replace('@', '%40')}"
+        == f"https://crm.example.com/admin/content/calendar_sync?calendar_connected={ACCOUNT.replace('@', '%40')}"
     )
     body = status(product)
     assert body["connected"] is True and body["account"] == ACCOUNT and body["state"] == "connected"

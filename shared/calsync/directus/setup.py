@@ -28,7 +28,9 @@ from calsync.web import links
 POLICY_NAME = "calsync sync service"
 USER_FIRST_NAME = "calsync"
 USER_LAST_NAME = "sync service"
-FLOW_NAME = "calsync: bookings to Google Calendar"
+FLOW_NAME = "calsync: bookings to Google Calendar"  # the gate: event trigger, drops the sync's own writes
+DASHBOARD_NAME = "calsync"
+DELIVERY_FLOW_NAME = "calsync: deliver to booking_hook"  # run by the gate; its runs are logged
 FLOW_BODY = '{"trigger": {{$trigger}}, "user": "{{$accountability.user}}"}'
 
 
@@ -51,6 +53,10 @@ def _primary_key() -> dict[str, Any]:
         "schema": {"is_primary_key": True, "has_auto_increment": True},
     }
 
+
+# sync_status values: (value, label, colour of its label)
+SYNC_STATUSES = (("synced", "Synced", "#2ECDA7"), ("queued", "Queued", "#FFA439"), ("error", "Error", "#E35169"),
+                 ("read_only", "Read-only", "#A2B5CD"), ("excluded", "Excluded", "#A2B5CD"))  # fmt: skip
 
 BOOKING_FIELDS: list[dict[str, Any]] = [
     _primary_key(),
@@ -75,31 +81,172 @@ BOOKING_FIELDS: list[dict[str, Any]] = [
             ]
         },
     ),
-    _field(FIELDS.google_event_id, "string", readonly=True, note="Set by the Google Calendar sync"),
+    _field(
+        FIELDS.google_event_id,
+        "string",
+        readonly=True,
+        interface="input",
+        note="Set by the Google Calendar sync: the event this booking is linked to. Do not edit.",
+    ),
     _field(
         FIELDS.sync_status,
         "string",
         readonly=True,
-        note="synced, queued, error, read_only (the event is not yours to change) or excluded",
+        interface="select-dropdown",
+        options={"choices": [{"text": t, "value": v} for v, t, _ in SYNC_STATUSES]},
+        display="labels",
+        display_options={
+            "choices": [
+                {"text": t, "value": v, "foreground": "#FFFFFF", "background": c} for v, t, c in SYNC_STATUSES
+            ]
+        },
+        note="Set by the sync. synced: in Google Calendar. queued: waits for the next cycle (see the "
+        "calendar_sync item). error: Google refused it, the reason is in Sync error; edit the booking to "
+        "try again. read_only: linked to an event calsync may not change. excluded: no longer imported.",
     ),
-    _field(FIELDS.sync_error, "text", readonly=True),
+    _field(
+        FIELDS.sync_error,
+        "text",
+        readonly=True,
+        interface="input-multiline",
+        note="Why the last sync of this booking failed or was limited; empty when all is well.",
+    ),
     _field(FIELDS.date_created, "timestamp", ["date-created"], readonly=True, hidden=True),
     _field(FIELDS.date_updated, "timestamp", ["date-updated"], readonly=True, hidden=True),
     # Who changed a booking last: the sync's own write-backs must not count as edits in conflicts.
     _field(FIELDS.user_updated, "uuid", ["user-updated"], readonly=True, hidden=True),
 ]
 
+CYCLE_RESULTS = (("ok", "OK", "#2ECDA7"), ("error", "Error", "#E35169"),
+                 ("needs_reconnect", "Needs reconnect", "#E35169"),
+                 ("mass_cancel_refused", "Mass cancel refused", "#FFA439"),
+                 ("mass_delete_refused", "Mass delete refused", "#FFA439"))  # fmt: skip
+CONNECTION_STATES = (("connected", "Connected", "#2ECDA7"), ("needs_reconnect", "Needs reconnect", "#E35169"),
+                     ("not_connected", "Not connected", "#A2B5CD"), ("disconnected", "Disconnected", "#A2B5CD"))  # fmt: skip
+
+
+def _labels(values: tuple[tuple[str, str, str], ...]) -> dict[str, Any]:
+    """A coloured label per known value (display "labels")."""
+    return {
+        "display": "labels",
+        "display_options": {
+            "choices": [
+                {"text": t, "value": v, "foreground": "#FFFFFF", "background": c} for v, t, c in values
+            ]
+        },
+    }
+
+
+def _when(name: str, note: str) -> dict[str, Any]:
+    """A timestamp shown as a date and time with how long ago (display "datetime", relative)."""
+    return _field(name, "timestamp", readonly=True, interface="datetime", display="datetime",
+                  display_options={"relative": True, "suffix": True}, note=note)  # fmt: skip
+
+
+def _count(name: str, note: str) -> dict[str, Any]:
+    return _field(name, "integer", readonly=True, interface="input", width="half", display="formatted-value",
+                  display_options={"format": True}, note=note)  # fmt: skip
+
+
+def _connect_button() -> dict[str, Any]:
+    """A button that opens the signed Connect link: an alias field (no column) with the "presentation-links"
+    interface, its URL a template of the item's own ``connect_url``."""
+    link = {"label": "Connect Google Calendar", "icon": "link", "type": "primary", "actionType": "url",
+            "url": "{{connect_url}}"}  # fmt: skip
+    meta = {"interface": "presentation-links", "special": ["alias", "no-data"], "options": {"links": [link]},
+            "note": "Opens Google's consent for the calendar bookings go to (the link is valid 24 hours and "
+            "renewed by every sync cycle)."}  # fmt: skip
+    return {"field": "connect_button", "type": "alias", "meta": meta, "schema": None}
+
+
 SETTINGS_FIELDS: list[dict[str, Any]] = [
     _primary_key(),
-    _field("connect_url", "string", readonly=True, note="Open this link to connect a Google account"),
-    _field("google_account", "string", readonly=True),
-    _field("connection_state", "string", readonly=True),
-    _field("last_cycle_at", "timestamp", readonly=True),
-    _field("last_cycle_result", "string", readonly=True),
-    _field("last_error", "text", readonly=True),
-    _field("pending_changes", "integer", readonly=True),
-    _field("dead_letters", "integer", readonly=True),
+    _connect_button(),
+    _field(
+        "connect_url",
+        "string",
+        readonly=True,
+        interface="input",
+        display="formatted-value",
+        display_options={"font": "monospace"},
+        note="The signed link behind the Connect button (valid 24 hours, renewed every cycle). Open it to "
+        "connect a Google account, or to reconnect when Connection state says needs_reconnect.",
+    ),
+    _field(
+        "google_account",
+        "string",
+        readonly=True,
+        interface="input",
+        note="The Google account whose calendar the bookings go to. Empty until someone connects.",
+    ),
+    _field(
+        "connection_state",
+        "string",
+        readonly=True,
+        interface="input",
+        **_labels(CONNECTION_STATES),
+        note="connected: the sync runs. needs_reconnect: Google refused the stored access (revoked or "
+        "expired): open the Connect button with the same account; changes wait until then. not_connected "
+        "or disconnected: connect an account.",
+    ),
+    _when("last_connected_at", "When the Google account last completed the consent (the Connect link)."),
+    _when("last_cycle_at", "When the last sync cycle finished."),
+    _field(
+        "last_cycle_result",
+        "string",
+        readonly=True,
+        interface="input",
+        **_labels(CYCLE_RESULTS),
+        note="How the last cycle ended. ok: everything was applied. error: it stopped (Google or Directus "
+        "failed; see Last error), the next cycle resumes. needs_reconnect: reconnect the account. "
+        "mass_cancel_refused / mass_delete_refused: a safety guard stopped a large change; see Last error.",
+    ),
+    _when(
+        "next_cycle_expected_by",
+        "The next cycle must have finished by then (three scheduler ticks after the "
+        "last one). Shown as '... ago' once it is past: no cycle is running, so check the Cloud Scheduler "
+        "job and the calendar_import function's logs.",
+    ),
+    _field(
+        "last_error",
+        "text",
+        readonly=True,
+        interface="input-multiline",
+        note="What went wrong last (empty when the last cycle was fine). It names the part that failed.",
+    ),
+    _field(
+        "last_publish_error",
+        "text",
+        readonly=True,
+        interface="input-multiline",
+        note="When Directus refused an earlier status update (so what this item showed was stale): when and "
+        "why. Empty when every update went through. A 403 usually means setup must be run again.",
+    ),
+    _count(
+        "pending_changes",
+        "Booking changes waiting to be sent to Google; each cycle retries them. A number "
+        "that keeps growing means Google is unreachable or the account needs a reconnect.",
+    ),
+    _count(
+        "dead_letters",
+        "Changes given up on for good (Google refused them); see /status for the list. "
+        "Editing the booking tries again.",
+    ),
+    _count(
+        "bookings_in_error",
+        "Bookings with sync status error: filter the bookings by it, read Sync error, fix and save them.",
+    ),
+    _count("bookings_queued", "Bookings with sync status queued: they go to Google at the next cycle."),
+    _count("bookings_read_only", "Bookings linked to events calsync may not change (another organizer's)."),
+    _count(
+        "bookings_excluded",
+        "Bookings no longer imported under the current import settings (kept, not synced).",
+    ),
 ]
+# The settings item's fields are calsync's own: setup keeps their interfaces and notes current. In the
+# bookings collection only the fields the sync owns; the others may have been customised by an admin.
+MANAGED_META = ("interface", "options", "display", "display_options", "note", "readonly", "special", "width")
+SYNC_OWNED = ("google_event_id", "sync_status", "sync_error")
 
 
 # What the sync user may touch (field-level permissions): it reads what push, pull and the repair scan read,
@@ -108,8 +255,9 @@ SYNC_WRITES = ("title", "start_datetime", "end_datetime", "all_day", "descriptio
                "timezone", "google_event_id", "sync_status", "sync_error")  # fmt: skip
 SYNC_READS = ("id", *SYNC_WRITES, "date_created", "date_updated", "user_updated")
 OPTIONAL_FIELDS = ("timezone",)  # granted only where the collection has it
-STATUS_FIELDS = ("google_account", "connection_state", "last_cycle_at", "last_cycle_result", "last_error",
-                 "pending_changes", "dead_letters")  # fmt: skip
+STATUS_FIELDS = tuple(
+    f["field"] for f in SETTINGS_FIELDS if f["field"] not in ("id", "connect_url", "connect_button")
+)
 # connect_url: the functions refresh the signed link (it expires) when they publish the status.
 SETTINGS_WRITES = (*STATUS_FIELDS, "connect_url")
 SETTINGS_READS = ("id", *SETTINGS_WRITES)
@@ -231,6 +379,7 @@ class DirectusSetup:
             self._ensure_permissions(policy)
             self._ensure_user(policy)
             self._ensure_flow()
+            self._ensure_dashboard()
         except DirectusAuthError as exc:
             raise SetupError(
                 f"Directus refused the admin token ({exc}); pass an admin user's static token"
@@ -285,8 +434,20 @@ class DirectusSetup:
                     f"field {name}.{field['field']} exists as type {have.get('type')!r}; calsync needs {field['type']!r}. "
                     "Rename or convert that field, then run setup again"
                 )
+            elif self._meta_outdated(name, field, have):
+                meta = {key: field["meta"][key] for key in MANAGED_META if key in field["meta"]}
+                self._write("PATCH", f"/fields/{name}/{field['field']}", {"meta": meta})
+                self._step(f"field {name}.{field['field']}", "updated", "interface, display and note")
             else:
                 self._step(f"field {name}.{field['field']}", "unchanged")
+
+    def _meta_outdated(self, collection: str, field: dict[str, Any], have: dict[str, Any]) -> bool:
+        """An existing field of calsync's whose interface, display or note differ from this version's (a
+        Directus set up by an earlier version): the migration puts them right, once."""
+        if collection != SETTINGS_COLLECTION and field["field"] not in SYNC_OWNED:
+            return False
+        current = have.get("meta") or {}
+        return any(current.get(key) != field["meta"][key] for key in MANAGED_META if key in field["meta"])
 
     def _ensure_settings_item(self) -> None:
         try:
@@ -489,72 +650,159 @@ class DirectusSetup:
     def _create_request(self, flow_id: str) -> str | None:
         operation = self._write("POST", "/operations", {
             "flow": flow_id, "name": "POST to booking_hook", "key": "post_booking_hook", "type": "request",
-            "position_x": 37, "position_y": 1, "options": self._operation_options()})  # fmt: skip
+            "position_x": 19, "position_y": 1, "options": self._operation_options()})  # fmt: skip
         return str(operation["id"]) if operation else None
 
-    def _create_condition(self, flow_id: str, request_id: str | None) -> None:
+    def _create_handoff(self, flow_id: str, delivery_id: str | None) -> str | None:
+        """The gate's last step: run the delivery Flow with this trigger (and its accountability)."""
+        operation = self._write("POST", "/operations", {
+            "flow": flow_id, "name": "Deliver", "key": "deliver", "type": "trigger", "position_x": 37,
+            "position_y": 1, "options": {"flow": delivery_id, "payload": "{{$trigger}}"}})  # fmt: skip
+        return str(operation["id"]) if operation else None
+
+    def _create_condition(self, flow_id: str, next_id: str | None) -> None:
         operation = self._write("POST", "/operations", {
             "flow": flow_id, "name": "Not written by the sync", "key": "not_from_the_sync", "type": "condition",
             "position_x": 19, "position_y": 1, "options": self._condition_options(),
-            "resolve": request_id})  # fmt: skip
+            "resolve": next_id})  # fmt: skip
         if operation:
             # The operation must exist before the flow can point at it (a nested create fails).
             self._write("PATCH", f"/flows/{flow_id}", {"operation": operation["id"]})
 
+    def _find_flow(self, name: str, fields: str) -> dict[str, Any] | None:
+        found = self._get("/flows", {"filter": json.dumps({"name": {"_eq": name}}), "fields": fields}) or []
+        return dict(found[0]) if found else None
+
     def _ensure_flow(self) -> None:
-        """The Flow: its trigger, then a condition that drops the sync user's own writes, then the request.
-        A Flow made by an earlier version (trigger -> request) gets the condition put in front."""
-        found = (
-            self._get(
-                "/flows",
-                {
-                    "filter": json.dumps({"name": {"_eq": FLOW_NAME}}),
-                    "fields": "id,status,options,operation.id,operation.type,operation.options,"
-                    "operation.resolve.id,operation.resolve.options",
-                },
-            )
-            or []
-        )
-        if not found:
-            flow = self._write(
-                "POST",
-                "/flows",
-                {
-                    "name": FLOW_NAME,
-                    "icon": "sync",
-                    "status": "active",
-                    "trigger": "event",
-                    "accountability": "all",
-                    "options": self._flow_options(),
-                },
-            )
-            if flow:
-                self._create_condition(flow["id"], self._create_request(flow["id"]))
+        """Two Flows, so that the sync's own writes leave no trace while real deliveries do.
+
+        Directus logs a run of every Flow whose ``accountability`` is not null (an activity row, and with
+        ``all`` a revision holding every step), whatever its condition decided; an event trigger has no
+        filter of its own. So the gate (the event trigger, then the condition that drops the sync user's
+        writes, then a hand-off to the delivery Flow) logs nothing (``accountability: null``), and the
+        delivery Flow (an "operation" trigger, then the request to booking_hook) logs every run with all
+        its steps: a delivery that failed is in its logs, the sync's hundreds of write-backs are not. The
+        hand-off passes the trigger and the accountability along, so the request sends what it always did.
+        A gate made by an earlier version (trigger -> [condition ->] request) has its request replaced by
+        the hand-off."""
+        delivery_id, changed = self._ensure_delivery_flow()
+        flow = self._find_flow(FLOW_NAME, "id,status,options,accountability,operation.id,operation.type,"
+                               "operation.options,operation.resolve.id,operation.resolve.type,"
+                               "operation.resolve.options")  # fmt: skip
+        if flow is None:
+            created = self._write("POST", "/flows", {
+                "name": FLOW_NAME, "icon": "sync", "status": "active", "trigger": "event",
+                "accountability": None, "options": self._flow_options()})  # fmt: skip
+            if created:
+                self._create_condition(created["id"], self._create_handoff(created["id"], delivery_id))
             self._step("Flow to booking_hook", "created", self.config.booking_hook_url)
             return
-        flow = found[0]
-        changed = []
-        if flow.get("options") != self._flow_options() or flow.get("status") != "active":
-            self._write(
-                "PATCH", f"/flows/{flow['id']}", {"options": self._flow_options(), "status": "active"}
-            )
+        if (flow.get("options"), flow.get("status"), flow.get("accountability")) != (
+            self._flow_options(), "active", None):  # fmt: skip
+            self._write("PATCH", f"/flows/{flow['id']}", {"options": self._flow_options(), "status": "active",
+                                                          "accountability": None})  # fmt: skip
             changed.append("trigger")
         first = flow.get("operation") or {}
-        if first.get("type") == "condition":
-            request = first.get("resolve") or {}
-            if first.get("options") != self._condition_options():
-                self._write("PATCH", f"/operations/{first['id']}", {"options": self._condition_options()})
-                changed.append("condition (sync user)")
-            if not request:  # deleted by hand
-                self._write(
-                    "PATCH", f"/operations/{first['id']}", {"resolve": self._create_request(flow["id"])}
-                )
-                changed.append("request")
-        else:
-            request = first  # an earlier version's Flow, or none at all
-            self._create_condition(flow["id"], request.get("id") or self._create_request(flow["id"]))
+        if first.get("type") != "condition":  # an early version's Flow (trigger -> request), or none at all
+            self._create_condition(flow["id"], self._create_handoff(flow["id"], delivery_id))
             changed.append("condition")
-        if request and request.get("options") != self._operation_options():
+            if first.get("id"):
+                self._write("DELETE", f"/operations/{first['id']}", None)
+            self._step("Flow to booking_hook", "updated", ", ".join(changed))
+            return
+        if first.get("options") != self._condition_options():
+            self._write("PATCH", f"/operations/{first['id']}", {"options": self._condition_options()})
+            changed.append("condition (sync user)")
+        after = first.get("resolve") or {}
+        handoff = {"flow": delivery_id, "payload": "{{$trigger}}"}
+        if after.get("type") != "trigger":  # the request of a one-Flow version, or deleted by hand
+            self._write(
+                "PATCH",
+                f"/operations/{first['id']}",
+                {"resolve": self._create_handoff(flow["id"], delivery_id)},
+            )
+            if after.get("id"):
+                self._write("DELETE", f"/operations/{after['id']}", None)
+            changed.append("hand-off to the delivery Flow")
+        elif after.get("options") != handoff:
+            self._write("PATCH", f"/operations/{after['id']}", {"options": handoff})
+            changed.append("hand-off to the delivery Flow")
+        self._step("Flow to booking_hook", "updated" if changed else "unchanged", ", ".join(changed))
+
+    def _ensure_delivery_flow(self) -> tuple[str | None, list[str]]:
+        """The Flow that POSTs to booking_hook, run by the gate; its runs are logged (``accountability:
+        all``). Returns its id and what changed."""
+        flow = self._find_flow(DELIVERY_FLOW_NAME, "id,status,accountability,operation.id,operation.options")
+        if flow is None:
+            created = self._write("POST", "/flows", {
+                "name": DELIVERY_FLOW_NAME, "icon": "send", "status": "active", "trigger": "operation",
+                "accountability": "all", "options": {}})  # fmt: skip
+            if not created:
+                return None, ["delivery Flow"]
+            self._write(
+                "PATCH", f"/flows/{created['id']}", {"operation": self._create_request(created["id"])}
+            )
+            return str(created["id"]), ["delivery Flow"]
+        changed = []
+        if (flow.get("status"), flow.get("accountability")) != ("active", "all"):
+            self._write("PATCH", f"/flows/{flow['id']}", {"status": "active", "accountability": "all"})
+            changed.append("delivery Flow")
+        request: dict[str, Any] = flow.get("operation") or {}
+        if not request:  # deleted by hand
+            self._write("PATCH", f"/flows/{flow['id']}", {"operation": self._create_request(flow["id"])})
+            changed.append("request")
+        elif request.get("options") != self._operation_options():
             self._write("PATCH", f"/operations/{request['id']}", {"options": self._operation_options()})
             changed.append("request (URL or secret)")
-        self._step("Flow to booking_hook", "updated" if changed else "unchanged", ", ".join(changed))
+        return str(flow["id"]), changed
+
+    # -- the Insights dashboard -----------------------------------------------------------------------
+    def _panels(self) -> list[dict[str, Any]]:
+        """The dashboard's panels. Directus 12's data panels skip singleton collections, so the last cycles
+        come from the settings item's revisions (one per status publish), not from the item itself."""
+        bookings = self.config.collection
+        return [
+            {"name": "Bookings by sync status", "type": "pie-chart", "icon": "pie_chart", "position_x": 1,
+             "position_y": 1, "width": 16, "height": 14,
+             "options": {"collection": bookings, "column": "sync_status", "function": "count",
+                         "legend": "right", "showLabels": True}},
+            {"name": "Bookings in error", "type": "list", "icon": "error", "position_x": 17, "position_y": 1,
+             "width": 24, "height": 14, "note": "Open one, read Sync error, fix it and save: the sync tries again.",
+             "options": {"collection": bookings, "limit": 20, "sortField": "date_updated",
+                         "sortDirection": "desc", "displayTemplate": "{{title}} · {{sync_error}}",
+                         "linkToItem": True, "filter": {"sync_status": {"_eq": "error"}}}},
+            {"name": "Last cycles", "type": "list", "icon": "history", "position_x": 1, "position_y": 15,
+             "width": 40, "height": 14, "note": "Every status calsync published on the calendar_sync item.",
+             "options": {"collection": "directus_revisions", "limit": 10, "sortField": "id",
+                         "sortDirection": "desc", "displayTemplate": "{{activity.timestamp}} {{delta}}",
+                         "filter": {"collection": {"_eq": SETTINGS_COLLECTION}}}},
+        ]  # fmt: skip
+
+    def _ensure_dashboard(self) -> None:
+        """The Insights dashboard "calsync"; panels are found by name, created or corrected, never doubled."""
+        query = {"filter": json.dumps({"name": {"_eq": DASHBOARD_NAME}}), "fields": "id"}
+        found = self._get("/dashboards", query) or []
+        if found:
+            dashboard = str(found[0]["id"])
+        else:
+            created = self._write("POST", "/dashboards", {
+                "name": DASHBOARD_NAME, "icon": "sync", "note": "Health of the Google Calendar sync"})  # fmt: skip
+            dashboard = str(created["id"]) if created else ""
+        have = {}
+        if found:
+            params = {"filter": json.dumps({"dashboard": {"_eq": dashboard}}), "fields": "id,name,type,options",
+                      "limit": "-1"}  # fmt: skip
+            have = {p["name"]: p for p in self._get("/panels", params) or []}
+        changes = []
+        for panel in self._panels():
+            current = have.get(panel["name"])
+            if current is None:
+                self._write("POST", "/panels", {**panel, "dashboard": dashboard, "show_header": True})
+                changes.append(f"created {panel['name']}")
+            elif (current.get("type"), current.get("options")) != (panel["type"], panel["options"]):
+                self._write(
+                    "PATCH", f"/panels/{current['id']}", {"type": panel["type"], "options": panel["options"]}
+                )
+                changes.append(f"updated {panel['name']}")
+        action = "created" if not found else "updated" if changes else "unchanged"
+        self._step(f"Insights dashboard {DASHBOARD_NAME!r}", action, ", ".join(changes))

@@ -41,7 +41,18 @@ def handle_delivery(app: App, request: flask.Request) -> flask.Response:
             queued=len(outcome.failed),
         ),
     )
+    if outcome.failed:
+        _show_pending(app)
     return json_response(202 if outcome.failed else 200, body)
+
+
+def _show_pending(app: App) -> None:
+    """Something waits in the outbox: show the new ``pending_changes`` in Directus now rather than at the
+    next cycle. Best effort: the delivery's answer never depends on it."""
+    try:
+        app.publish_status()
+    except Exception:
+        log.warning("could not show the queued changes in Directus", exc_info=True)
 
 
 def _queue_all(app: App, delivery: Delivery) -> flask.Response:
@@ -51,6 +62,7 @@ def _queue_all(app: App, delivery: Delivery) -> flask.Response:
         "large delivery queued for the next cycle",
         extra=logs.fields(action=delivery.action, keys=len(delivery.keys), inline_limit=INLINE_KEYS),
     )
+    _show_pending(app)
     return json_response(
         202,
         {

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from calsync import logs
 from calsync.bootstrap import App
+from calsync.directus.status import SETTINGS_COLLECTION
 from calsync.settings import ANY_ACCOUNT, Settings
 from calsync.state.store import OAuthState, StoreError, utcnow
 from calsync.sync.connection import mark_connected, mark_disconnected
@@ -467,11 +468,13 @@ def _finish(app: App, request: flask.Request, stored: OAuthState) -> flask.Respo
         )
     app.forget_calendar()
     app.publish_status()
-    target = settings.directus_link_base
-    if target is None:
+    base = settings.directus_link_base
+    if base is None:
         return page(200, "Google Calendar connected", f"Connected as {account}. You can close this page.")
-    separator = "&" if urlsplit(target).query else "?"
-    return redirect(f"{target}{separator}{urlencode({'calendar_connected': account})}")
+    # The Data Studio opens a singleton at /admin/content/<collection>: the settings item, which the
+    # publish above just set to connected, with this account and last_connected_at.
+    target = f"{urlsplit(base)._replace(query='').geturl().rstrip('/')}/admin/content/{SETTINGS_COLLECTION}"
+    return redirect(f"{target}?{urlencode({'calendar_connected': account})}")
 
 
 def disconnect(app: App) -> dict[str, Any]:

@@ -11,6 +11,8 @@ locals {
       DIRECTUS_URL         = var.directus_url
       DIRECTUS_COLLECTION  = var.directus_collection
       TIMEZONE             = var.timezone
+      # Directus shows a cycle as overdue after three ticks: the tick of var.schedule ("*/N ..."), else 5
+      SYNC_TICK_MINUTES = tostring(can(regex("^\\*/([0-9]+) ", var.schedule)) ? regex("^\\*/([0-9]+) ", var.schedule)[0] : "5")
     },
     var.directus_public_url == null ? {} : { DIRECTUS_PUBLIC_URL = var.directus_public_url },
   )

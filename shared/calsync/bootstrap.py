@@ -75,7 +75,6 @@ class App:
         self.sleep = sleep  # backoff between retries (tests make it instant)
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {} if store is None else {"store": store}
-        self._publish_error: str | None = None  # the last status publish Directus refused, until one works
         for secret in (
             settings.webhook_secret,
             settings.connect_key,
@@ -198,11 +197,9 @@ class App:
             self._built.pop(f"calendar/{connection or self.connection}", None)
 
     def publish_status(self) -> None:
-        """Show the connection status in Directus too, when Directus is configured (best effort).
-
-        A publish Directus refuses is recorded in the connection status (``last_error``) by
-        :func:`calsync.directus.status.publish`, and remembered here so that the next publish that goes
-        through shows it in ``last_publish_error`` even after a cycle replaced ``last_error``."""
+        """Show the connection status in Directus too, when Directus is configured (best effort). A publish
+        Directus refuses is recorded in the connection status by :func:`calsync.directus.status.publish`
+        and shown by the next one that goes through."""
         if self.settings.missing("directus_url", "directus_token"):
             return
         from datetime import timedelta
@@ -215,10 +212,8 @@ class App:
             link = signed_connect_url(self.settings, self.connection, utcnow())
         tick = timedelta(minutes=self.settings.sync_tick_minutes)
         try:
-            publish(self.directus, self.store, self.connection, link, tick, self._publish_error)
-            self._publish_error = None
+            publish(self.directus, self.store, self.connection, link, tick)
         except PublishRefused as exc:
-            self._publish_error = str(exc)
             log.warning("Directus refused the connection status", extra=logs.fields(error=str(exc)))
         except Exception:
             log.warning("could not show the connection status in Directus", exc_info=True)

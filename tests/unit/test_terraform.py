@@ -225,7 +225,7 @@ def test_environment_is_the_products_contract(tf: Config) -> None:
     for required in ("STORE", "TOKEN_STORE", "GOOGLE_CLIENT_ID", "GOOGLE_REDIRECT_URI", "GOOGLE_CALENDAR_ID",
                      "DIRECTUS_URL", "DIRECTUS_PUBLIC_URL", "DIRECTUS_COLLECTION", "TIMEZONE",
                      "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLIENT_SECRET", "WEBHOOK_SECRET", "CONNECT_KEY",
-                     "DIRECTUS_TOKEN", "ALLOWED_GOOGLE_ACCOUNTS"):  # fmt: skip
+                     "DIRECTUS_TOKEN", "ALLOWED_GOOGLE_ACCOUNTS", "SYNC_TICK_MINUTES"):  # fmt: skip
         assert required in names, required
     assert "firestore" in str(tf.locals["store"])
     assert str(tf.locals["token_store"]).startswith("secretmanager://projects/${var.project_id}/secrets/")

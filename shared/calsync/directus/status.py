@@ -92,18 +92,19 @@ def publish(
     connection: str,
     connect_url: str | None,
     tick: timedelta = timedelta(minutes=5),
-    publish_error: str | None = None,
 ) -> None:
     """Write the status fields onto the settings singleton, with a fresh signed Connect link when the
     settings to sign one are there, and the booking counts. Every cycle publishes, so the link shown never
     gets older than a tick.
 
-    ``publish_error``: a refused earlier publish this process remembers (the store's ``last_error`` is
-    overwritten by the next cycle); shown in ``last_publish_error`` until a publish goes through.
+    A refused publish is recorded in the connection status (``publish_error``, kept across cycles and
+    instances, where ``last_error`` is overwritten by the next cycle) and shown in ``last_publish_error`` by
+    the next publish that goes through, which then clears it.
 
     Raises DirectusError if Directus refuses; the refusal is recorded first (see module docstring)."""
     fields = status_fields(store, connection, tick)
-    fields["last_publish_error"] = publish_error
+    earlier = store.get_status(connection).publish_error
+    fields["last_publish_error"] = earlier
     if connect_url:
         fields["connect_url"] = connect_url
     try:
@@ -116,7 +117,7 @@ def publish(
         refusal = f"{PUBLISH_ERROR_PREFIX} at {utcnow().isoformat(timespec='seconds')}: {exc}"
         previous = fields["last_error"]
         combined = f"{previous}; {refusal}" if previous and PUBLISH_ERROR_PREFIX not in previous else refusal
-        store.update_status(connection, {"last_error": combined})
+        store.update_status(connection, {"last_error": combined, "publish_error": refusal})
         if not isinstance(exc, DirectusUnavailable):
             # Refused, not down: perhaps fields this version added (setup not run again). What every
             # version has still tells the truth about the cycle.
@@ -124,6 +125,8 @@ def publish(
             with contextlib.suppress(DirectusError):
                 directus.update_singleton(SETTINGS_COLLECTION, basic)
         raise PublishRefused(refusal, exc.status, exc.code) from exc
+    if earlier:
+        store.update_status(connection, {"publish_error": None})  # shown now: the next publish drops it
 
 
 class PublishRefused(DirectusError):

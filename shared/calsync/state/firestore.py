@@ -617,6 +617,7 @@ class FirestoreSyncStore(SyncStore):
             last_cycle=json.loads(last_cycle) if last_cycle is not None else None,
             last_error=data.get("last_error"),
             updated_at=_utc(data["updated_at"]),
+            publish_error=data.get("publish_error"),
         )
 
     @staticmethod
@@ -633,6 +634,7 @@ class FirestoreSyncStore(SyncStore):
             ),
             "last_error": status.last_error,
             "updated_at": status.updated_at,
+            "publish_error": status.publish_error,
         }
 
     def get_status(self, connection: str) -> ConnectionStatus:

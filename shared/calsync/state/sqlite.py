@@ -506,6 +506,7 @@ class SqliteSyncStore(SyncStore):
                 "last_cycle": dict(status.last_cycle) if status.last_cycle is not None else None,
                 "last_error": status.last_error,
                 "updated_at": _ts(status.updated_at),
+                "publish_error": status.publish_error,
             }
         )
 

@@ -145,6 +145,8 @@ class ConnectionStatus:
     last_cycle: Mapping[str, Any] | None = None
     last_error: str | None = None
     updated_at: datetime = dataclasses.field(default_factory=utcnow)
+    # Directus refused the last status publish: shown by the next one that goes through, in any instance
+    publish_error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

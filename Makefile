@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (only python3.12 and make needed):
 #   make run    install and serve all three functions locally, embedded stores
-#   make test   install everything the tests need (incl. Directus 12), lint, type check, every test tier
+#   make test   install everything the tests need (incl. Directus 12 and 11), lint, type check, every test tier
 SHELL := /bin/bash
 # One Python everywhere: the functions' runtime (python312 in terraform/functions.tf), pyproject.toml, the
 # lock, Cloud Build and this venv (tests/unit/test_python_version.py holds them together). A pyenv shim
@@ -53,9 +53,11 @@ $(VENV)/.installed-run: uv.lock pyproject.toml | python $(UV)
 run: $(VENV)/.installed-run
 	$(BIN)/calsync serve
 
-# Directus 12 (Node 24 from the .venv's wheel) installed once into a cache outside the repo.
+# Directus 12 and the latest Directus 11 (Node 24 from the .venv's wheel), each installed once into a cache
+# outside the repo, named by its lock's hash.
 directus: install
-	bash scripts/install_directus.sh $(VENV)
+	bash scripts/install_directus.sh $(VENV) tests/parts/directus
+	bash scripts/install_directus.sh $(VENV) tests/parts/directus11
 
 # checkov cannot share an environment with pytest (packaging pins); it gets its own, from the same lock.
 .cache/iac/.installed: uv.lock | python $(UV)

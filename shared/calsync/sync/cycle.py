@@ -40,6 +40,8 @@ LEASE_TTL = timedelta(
 )  # longer than a cycle may run (the function's timeout), shorter than two ticks
 OUTBOX_PER_CYCLE = 500
 REPAIR_PAGE = 500
+# A small first page starts Google and the status write-back sooner; the later pages overlap with them.
+REPAIR_FIRST_PAGE = 50
 SWEEP_PER_CYCLE = 200  # mappings checked for a deleted booking per cycle (one Directus read)
 
 
@@ -168,7 +170,7 @@ def repair_missed(ctx: SyncContext, pusher: Pusher) -> PushOutcome:
     # margin for the Date header's resolution): the next cycle starts there.
     scan_start = (ctx.directus.server_time() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     total = PushOutcome()
-    for page in ctx.directus.items_changed_since(checkpoint, REPAIR_PAGE):
+    for page in ctx.directus.items_changed_since(checkpoint, REPAIR_PAGE, first_page=REPAIR_FIRST_PAGE):
         items = {str(item["id"]): item for item in page}
         plan = plan_upserts(
             connection, config, items, store.get_mappings(connection, config.collection, list(items))

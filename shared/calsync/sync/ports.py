@@ -50,9 +50,10 @@ class Directus(Protocol):
         """Delete these items; items already gone are fine."""
 
     def items_changed_since(
-        self, checkpoint: str | None, page_size: int = 500
+        self, checkpoint: str | None, page_size: int = 500, first_page: int | None = None
     ) -> Iterator[list[dict[str, Any]]]:
-        """Items created or updated at or after ``checkpoint`` (all when None), by page in key order."""
+        """Items created or updated at or after ``checkpoint`` (all when None), by page in key order; the
+        first page of ``first_page`` items when given."""
 
     def server_time(self) -> datetime:
         """Directus's own clock."""

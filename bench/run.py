@@ -1,4 +1,4 @@
-"""Benchmark suite (issues 8, 14): what a sync costs, against the fewest requests possible, as calendars grow.
+"""Benchmark suite: what a sync costs, against the fewest requests possible, as calendars grow.
 
     python -m bench.run [--latency 0.03] [--small] [--output bench/results.json] [--only NAME ...]
                         [--profile DIR] [--strict]

@@ -177,8 +177,9 @@ def repair_missed(ctx: SyncContext, pusher: Pusher) -> PushOutcome:
         )
         stale = needs_push(plan, items)
         if stale:
-            # push() re-reads them under each booking's lease, so a concurrent delivery cannot interleave
-            outcome = pusher.push("upsert", stale)
+            # under each booking's lease push() checks the row did not change since this scan read it (and
+            # reads it again if it did), so a concurrent delivery cannot interleave
+            outcome = pusher.push("upsert", stale, seen=items)
             queue_failures(ctx, outcome)
             total.merge(outcome)
     store.update_cursor(connection, config.calendar_id, directus_checkpoint=scan_start)

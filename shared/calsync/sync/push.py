@@ -33,7 +33,7 @@ from calsync.google.errors import (
     GoogleRetryableError,
 )
 from calsync.state.store import DeadLetter, EventMapping, OutboxAction
-from calsync.sync.booking import CANCELLED, event_hash
+from calsync.sync.booking import CANCELLED, FIELDS, event_hash
 from calsync.sync.connection import mark_needs_reconnect
 from calsync.sync.guards import guard_limit
 from calsync.sync.ids import event_id_for
@@ -77,16 +77,20 @@ class Pusher:
         self._delete_limit: int | None = None
 
     # -- entry points ---------------------------------------------------------------------------------
-    def push(self, action: OutboxAction, keys: Iterable[str]) -> PushOutcome:
+    def push(
+        self, action: OutboxAction, keys: Iterable[str], seen: dict[str, dict[str, Any]] | None = None
+    ) -> PushOutcome:
         """Bring these bookings' events in line with Directus. ``action`` is what the caller was told
         (upsert or delete); it only names the intent should the push fail: what happens is decided by what
-        Directus holds."""
+        Directus holds. ``seen``: rows the caller read before the leases were taken (the repair's scan);
+        under the leases only their ``date_updated`` is read again, and a row that changed meanwhile is
+        read in full."""
         outcome = PushOutcome()
         held, busy = self.leases.acquire(list(keys))
         outcome.fail(busy, "another delivery of this booking is still being processed", action)
         try:
             if held:
-                items, absent = self._read(held, action, outcome)
+                items, absent = self._read(held, action, outcome, seen or {})
                 if absent:
                     outcome.merge(self._delete(absent))
                 if items:
@@ -112,13 +116,13 @@ class Pusher:
 
     # -- reading, with proof of absence ---------------------------------------------------------------
     def _read(
-        self, keys: list[str], action: OutboxAction, outcome: PushOutcome
+        self, keys: list[str], action: OutboxAction, outcome: PushOutcome, seen: dict[str, dict[str, Any]]
     ) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """(items Directus has, keys it is proven not to have). A key missing from the bulk read is read
         again on its own route: only Directus's "no such item" there counts as absent; anything else (an
         error, an unexpected answer) leaves the booking in the outbox, its event untouched."""
         try:
-            items = self.ctx.directus.get_items(keys)
+            items = self._current(keys, seen)
         except DirectusUnavailable as exc:
             self._failure(outcome, keys, exc, action)
             return {}, []
@@ -134,6 +138,23 @@ class Pusher:
             else:
                 items[key] = item  # the bulk read missed it: it exists, so its event stays
         return items, absent
+
+    def _current(self, keys: list[str], seen: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The bookings as Directus holds them now; a row seen earlier stands when its date_updated did not
+        move (a light read of that one field), else the row is read again in full."""
+        known = [key for key in keys if key in seen]
+        if not known:
+            return self.ctx.directus.get_items(keys)
+        stamps = self.ctx.directus.get_items(known, fields=[FIELDS.date_updated])
+        items = {
+            key: seen[key]
+            for key in known
+            if key in stamps and stamps[key].get(FIELDS.date_updated) == seen[key].get(FIELDS.date_updated)
+        }
+        rest = [key for key in keys if key not in items]
+        if rest:
+            items.update(self.ctx.directus.get_items(rest))
+        return items
 
     # -- calendar -------------------------------------------------------------------------------------
     def _calendar(self) -> Calendar:

@@ -67,3 +67,20 @@ def test_not_connected_is_said_and_nothing_is_tried() -> None:
     world.book()
     result = world.cycle()
     assert result.status == "not_connected" and world.google.requests == 0
+
+
+def test_a_booking_edited_between_the_repair_scan_and_its_push_is_pushed_as_edited() -> None:
+    world = World()
+    key = world.book("Scanned")
+    world.flow.clear()  # the webhook never came: the repair finds it
+    light_read = world.directus.get_items
+
+    def edit_first(keys: object, fields: object = None) -> dict[str, dict[str, object]]:
+        if fields is not None:  # push() checking, under the lease, that the scanned row did not change
+            world.directus.person_update(key, title="Edited meanwhile")
+            world.flow.clear()
+        return light_read(keys, fields)  # type: ignore[arg-type]
+
+    world.directus.get_items = edit_first  # type: ignore[method-assign]
+    world.cycle()
+    assert [e["summary"] for e in world.live_events()] == ["Edited meanwhile"]

@@ -25,7 +25,7 @@ from calsync.bootstrap import App, set_app
 from calsync.directus.errors import DirectusAuthError, DirectusError
 from calsync.google.errors import GoogleAccessRevoked, GoogleError
 from calsync.settings import Settings, SettingsError, load_settings
-from calsync.state.store import StoreError
+from calsync.state.store import StoreError, StoreUnavailable
 from calsync.web.http import MissingSettings
 
 OK, FAILED, CONFIGURATION, NOT_CONNECTED, SYNC_FAILED, BUSY = 0, 1, 2, 3, 4, 5
@@ -377,6 +377,12 @@ def describe(exc: BaseException, settings_hint: str = SETTINGS_HINT) -> tuple[in
         )
     if isinstance(exc, SettingsError):
         return CONFIGURATION, str(exc), settings_hint
+    if isinstance(exc, StoreUnavailable):  # a store outage during a cycle: the next one retries
+        return (
+            SYNC_FAILED,
+            f"state store unavailable: {exc}",
+            "the next cycle tries again; check the store's health",
+        )
     if isinstance(exc, StoreError):
         return (
             CONFIGURATION,

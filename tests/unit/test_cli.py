@@ -312,3 +312,15 @@ def test_every_command_and_option_has_help_naming_its_default() -> None:
                 continue
             assert action.help, f"{parser.prog} {action.option_strings} has no help"
             assert "default" in action.help, f"{parser.prog} {action.option_strings}: say its default"
+
+
+def test_a_store_outage_is_a_sync_error_and_a_broken_store_a_configuration_error() -> None:
+    from calsync.state.store import StoreError, StoreUnavailable
+
+    code, line, hint = cli.describe(StoreUnavailable("Firestore did not answer get_status within 15 s"))
+    assert (code, "unavailable" in line, hint is not None) == (
+        cli.SYNC_FAILED,
+        True,
+        True,
+    )  # cron: retry later
+    assert cli.describe(StoreError("state database x is not usable"))[0] == cli.CONFIGURATION

@@ -63,6 +63,7 @@ from calsync.state.store import (
     OutboxAction,
     OutboxEntry,
     StoreError,
+    StoreUnavailable,
     SyncStore,
     apply_status_changes,
     utcnow,
@@ -156,9 +157,11 @@ class FirestoreSyncStore(SyncStore):
         try:
             yield
         except gexc.RetryError as exc:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"Firestore did not answer {what} within {self._deadline:g} s: {exc.cause or exc}"
             ) from exc
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"Firestore failed {what}: {exc}") from exc
         except gexc.GoogleAPICallError as exc:
             raise StoreError(f"Firestore failed {what}: {exc}") from exc
         except GoogleAuthError as exc:
@@ -176,7 +179,7 @@ class FirestoreSyncStore(SyncStore):
                 if result is not None:
                     return result
                 time.sleep(_CAS_BACKOFF.delay(round_))
-        raise StoreError(f"Firestore {what}: still contended after {_CAS_ATTEMPTS} attempts")
+        raise StoreUnavailable(f"Firestore {what}: still contended after {_CAS_ATTEMPTS} attempts")
 
     def _connection(self, connection: str) -> DocumentReference:
         return self._connections.document(_doc_id(connection))

@@ -26,6 +26,10 @@ class StoreError(RuntimeError):
     """The store could not be read or written (unreachable, corrupt, misconfigured)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer in time, or was briefly down: the same call may work later."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -30,7 +30,6 @@ from calsync.sync.booking import (
     PRIVATE_COLLECTION,
     PRIVATE_HASH,
     PRIVATE_KEY,
-    InvalidBooking,
     event_hash,
     event_to_booking,
     parse_instant,
@@ -46,7 +45,7 @@ from calsync.sync.ownership import (
     read_only_reason,
     writable,
 )
-from calsync.sync.plan import booking_hash, event_for
+from calsync.sync.plan import booking_hash
 from calsync.sync.ports import Calendar, EventsPage, EventWrite, SyncContext
 
 log = logging.getLogger(__name__)
@@ -315,7 +314,10 @@ class Puller:
             return False
         if booking.get(FIELDS.user_updated) and booking.get(FIELDS.user_updated) == self.ctx.sync_user_id:
             return False  # the last Directus change was our own write-back, not a person's edit
-        if self._unchanged(mapping, booking):
+        if (
+            booking_hash(self.connection, self.config, mapping.booking_key, booking, mapping)
+            == mapping.content_hash
+        ):
             return False  # a Directus edit that changed nothing the event holds is no conflict
         if not writable(mapping, event_id_for(self.connection, self.collection, mapping.booking_key)):
             return False  # a read-only event: Google's version is the only one
@@ -333,13 +335,6 @@ class Puller:
         )
         self.summary.conflicts_directus_won += directus_wins
         return directus_wins
-
-    def _unchanged(self, mapping: EventMapping, booking: dict[str, Any]) -> bool:
-        try:
-            body = event_for(self.config, mapping.booking_key, booking)
-        except InvalidBooking:
-            return False
-        return bool(body["extendedProperties"]["private"][PRIVATE_HASH] == mapping.content_hash)
 
     @staticmethod
     def _brief(booking: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,8 @@ class MemoryDirectus:
         self._rows: dict[int, dict[str, Any]] = {}
         self._next = 1
         self._lock = threading.RLock()
+        # the connections collection by id; None: it does not exist (an installation from before it)
+        self.connections: dict[str, dict[str, Any]] | None = None
 
     # -- faults ---------------------------------------------------------------------------------------
     def fail_next(self, count: int = 1) -> None:
@@ -184,6 +186,32 @@ class MemoryDirectus:
 
     def current_user_id(self) -> str | None:
         return SYNC_USER
+
+    def list_connections(self) -> list[dict[str, Any]] | None:
+        with self._lock:
+            self._call()
+            if self.connections is None:
+                return None
+            return [copy.deepcopy(self.connections[k]) for k in sorted(self.connections)]
+
+    def update_connections(self, items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._call()
+            for item in items:
+                current = (self.connections or {}).get(str(item["id"]))
+                if current is not None:
+                    current.update(copy.deepcopy(item))
+
+    # -- test API: connections (the admin's items) ----------------------------------------------------
+    def person_add_connection(self, id: str, **values: Any) -> None:  # noqa: A002 - Directus's key name
+        with self._lock:
+            if self.connections is None:
+                self.connections = {}
+            self.connections[id] = {"id": id, **values}
+
+    def person_remove_connection(self, id: str) -> None:  # noqa: A002
+        with self._lock:
+            (self.connections or {}).pop(id, None)
 
     # -- writes, by whoever makes them ----------------------------------------------------------------
     def _create(self, items: list[dict[str, Any]], user: str) -> list[dict[str, Any]]:

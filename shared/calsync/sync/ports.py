@@ -64,6 +64,13 @@ class Directus(Protocol):
     def current_user_id(self) -> str | None:
         """The user behind the sync's token: deliveries it caused are our own echoes."""
 
+    def list_connections(self) -> list[dict[str, Any]] | None:
+        """Every item of the connections collection (``calsync.sync.connections``), in one request; None
+        when the collection does not exist (an installation from before connections: one implicit one)."""
+
+    def update_connections(self, items: list[dict[str, Any]]) -> None:
+        """Write status fields onto connection items (each carries its ``id``), in one request."""
+
 
 @dataclasses.dataclass(frozen=True)
 class EventWrite:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from calsync import logs
 from calsync.settings import Settings, load_settings
 from calsync.state.store import DEFAULT_CONNECTION, SyncStore, TokenStore, utcnow
+from calsync.sync.connections import ConnectionSpec, Roster
 from calsync.sync.ports import SyncConfig, SyncContext
 from calsync.web.http import MissingSettings
 
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALENDAR_SCOPES = ("https://www.googleapis.com/auth/calendar.events",)
+ROSTER_TTL = 30.0  # seconds a process reuses the connections it read from Directus (a tick always re-reads)
+
+
+class UnknownConnection(LookupError):
+    """No connection with this id exists (in Directus's connections collection)."""
 
 
 def url_path(url: str, scheme: str) -> Path:
@@ -123,12 +129,45 @@ class App:
         client: DirectusClient = self._once("directus", build)
         return client
 
-    def config(self) -> SyncConfig:
+    def roster(self, fresh: bool = False) -> Roster:
+        """Every connection and the routing of bookings to them, read from Directus at most every
+        ``ROSTER_TTL`` seconds (``fresh``: now). Without Directus settings, or without the connections
+        collection (an installation from before it), the one implicit ``default`` connection."""
+        route_field = self.settings.route_field
+        if self.settings.missing("directus_url", "directus_token"):
+            return Roster.implicit(self.settings.google_calendar_id, route_field)
+        with self._lock:
+            cached = self._built.get("roster")
+            if cached is not None and not fresh and time.monotonic() - cached[0] < ROSTER_TTL:
+                roster: Roster = cached[1]
+                return roster
+        items = self.directus.list_connections()
+        if items is None:
+            roster = Roster.implicit(self.settings.google_calendar_id, route_field)
+        else:
+            roster = Roster.from_items(items, route_field)
+            for problem in roster.problems:
+                log.warning("connection ignored", extra=logs.fields(reason=problem))
+        with self._lock:
+            self._built["roster"] = (time.monotonic(), roster)
+        return roster
+
+    def spec(self, connection: str | None = None) -> ConnectionSpec:
+        """The connection's definition. Raises UnknownConnection."""
+        name = connection or self.connection
+        spec = self.roster().get(name)
+        if spec is None:
+            spec = self.roster(fresh=True).get(name)  # added since the last read?
+        if spec is None:
+            raise UnknownConnection(f"no connection {name!r}")
+        return spec
+
+    def config(self, spec: ConnectionSpec | None = None) -> SyncConfig:
         """The settings a connection's sync reads."""
         settings = self.settings
         return SyncConfig(
             collection=settings.directus_collection,
-            calendar_id=settings.google_calendar_id,
+            calendar_id=spec.calendar_id if spec is not None else settings.google_calendar_id,
             timezone=settings.timezone,
             link_base=settings.directus_link_base,
             send_updates=settings.send_updates,
@@ -139,39 +178,43 @@ class App:
             event_types=settings.event_types,
             import_invitations=settings.import_invitations,
             description_footer=settings.description_footer == "link",
+            route_field=settings.route_field,
+            route_value=spec.staff if spec is not None else None,
         )
 
     def context(self, connection: str | None = None) -> SyncContext:
-        """The collaborators of one connection's sync, built once."""
-        name = connection or self.connection
+        """The collaborators of one connection's sync, built once per definition of the connection.
+        Raises UnknownConnection."""
         self.require("directus_url", "directus_token")
+        spec = self.spec(connection)
 
         def build() -> SyncContext:
             return SyncContext(
-                connection=name,
-                config=self.config(),
+                connection=spec.id,
+                config=self.config(spec),
                 store=self.store,
                 directus=self.directus,
-                calendar=lambda: self.calendar(name),
-                publish_status=self.publish_status,
+                calendar=lambda: self.calendar(spec.id),
+                publish_status=lambda: self.publish_status(spec.id),
             )
 
-        context: SyncContext = self._once(f"context/{name}", build)
+        context: SyncContext = self._once(f"context/{spec!r}", build)
         return context
 
     def calendar(self, connection: str | None = None) -> GoogleCalendar | None:
-        """The connection's Calendar client for its stored refresh token; None when no account is connected.
+        """The connection's Calendar client, with the refresh token of the connection holding its consent
+        (itself, or ``account_from``); None when no account is connected there.
 
-        Rebuilt only when the refresh token changes (a new consent), so access tokens are reused."""
+        Rebuilt only when the refresh token or the calendar changes, so access tokens are reused."""
         self.require("google_client_id", "google_client_secret")
-        name = connection or self.connection
-        refresh_token = self.tokens.get(name)
+        spec = self.spec(connection)
+        refresh_token = self.tokens.get(spec.token_owner)
         if refresh_token is None:
             return None
         logs.register_secret(refresh_token)
         with self._lock:
-            cached = self._built.get(f"calendar/{name}")
-            if cached is not None and cached[0] == refresh_token:
+            cached = self._built.get(f"calendar/{spec.id}")
+            if cached is not None and cached[0] == (refresh_token, spec.calendar_id):
                 calendar: GoogleCalendar = cached[1]
                 return calendar
             from calsync.google.calendar import GoogleCalendar, build_calendar_service, build_credentials
@@ -187,8 +230,8 @@ class App:
                 CALENDAR_SCOPES,
             )
             service = build_calendar_service(credentials, str(self.settings.google_api_root))
-            calendar = GoogleCalendar(service, self.settings.google_calendar_id, sleep=self.sleep)
-            self._built[f"calendar/{name}"] = (refresh_token, calendar)
+            calendar = GoogleCalendar(service, spec.calendar_id, sleep=self.sleep)
+            self._built[f"calendar/{spec.id}"] = ((refresh_token, spec.calendar_id), calendar)
             return calendar
 
     def forget_calendar(self, connection: str | None = None) -> None:
@@ -196,12 +239,14 @@ class App:
         with self._lock:
             self._built.pop(f"calendar/{connection or self.connection}", None)
 
-    def publish_status(self) -> None:
+    def publish_status(self, connection: str | None = None) -> None:
         """Show the connection status in Directus too, when Directus is configured (best effort). A publish
         Directus refuses is recorded in the connection status by :func:`calsync.directus.status.publish`
         and shown by the next one that goes through."""
         if self.settings.missing("directus_url", "directus_token"):
             return
+        if (connection or self.connection) != self.connection:
+            return  # TODO(issue 15): connections' items (directus.status.publish_all)
         from datetime import timedelta
 
         from calsync.directus.status import PublishRefused, publish

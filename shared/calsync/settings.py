@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     # or "none"; the link always goes in the event's source
     description_footer: Literal["link", "none"] = "link"
 
+    # Staff calendars: the booking field whose value picks the connection (calsync.sync.connections)
+    route_field: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    # One calendar_import tick: how many connections' cycles run at once, and the seconds it may take
+    # (inside the function's 540 s timeout); connections that do not fit run first at the next tick
+    sync_concurrency: int = Field(default=4, ge=1, le=64)
+    sync_budget_seconds: float = Field(default=420, gt=0, le=3600)
+
+    # Push notifications (Google events.watch) and the Pub/Sub fan-out of sync requests
+    # The public HTTPS address Google sends notifications to (booking_hook's /notifications); unset: no push
+    notification_url: AnyHttpUrl | None = None
+    # projects/PROJECT/topics/NAME: sync requests are published there; unset: they run in-process
+    pubsub_topic: str | None = Field(
+        default=None, pattern=r"^projects/[a-z][a-z0-9-]+/topics/[A-Za-z][A-Za-z0-9._~+%-]{2,}$"
+    )
+
     # State
     store: str = Field(default=f"sqlite:///{DEFAULT_STATE_DIR}/state.sqlite3")
     token_store: str = Field(default=f"file:///{DEFAULT_STATE_DIR}/refresh_token")

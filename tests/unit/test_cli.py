@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from calsync import cli, logs
+from calsync.bootstrap import App
 from calsync.settings import load_settings
+from calsync.sync.connections import Roster
 from calsync.web.server import LocalRun, banner
 
 SETTING_NAMES = (
@@ -170,6 +172,7 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in CONFIGURED.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(cli, "_warn_if_admin_token", lambda app: None)  # no Directus here
+    monkeypatch.setattr(App, "roster", lambda app, fresh=False: Roster.implicit("primary"))
 
 
 def cycle_ending(monkeypatch: pytest.MonkeyPatch, status: str, http_status: int = 200) -> None:

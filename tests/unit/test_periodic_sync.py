@@ -12,6 +12,7 @@ import pytest
 from calsync.bootstrap import App
 from calsync.settings import SettingsError, load_settings
 from calsync.state.memory import MemorySyncStore
+from calsync.sync.connections import Roster
 from calsync.sync.cycle import CycleResult
 from calsync.sync.ports import SyncContext
 from calsync.web.server import PeriodicSync
@@ -22,6 +23,12 @@ CONFIGURED = {
     "google_client_id": "client",
     "google_client_secret": "client-secret",
 }
+
+
+@pytest.fixture(autouse=True)
+def _no_directus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing answers at DIRECTUS_URL here: the one implicit connection."""
+    monkeypatch.setattr(App, "roster", lambda app, fresh=False: Roster.implicit("primary"))
 
 
 def app(tmp_path: Path, **settings: object) -> App:

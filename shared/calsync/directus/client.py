@@ -361,6 +361,34 @@ class DirectusClient:
     def update_singleton(self, collection: str, data: dict[str, Any]) -> dict[str, Any]:
         return dict(self.request("PATCH", f"/items/{collection}", "singleton update", body=data) or {})
 
+    # -- connections ----------------------------------------------------------------------------------
+    def list_connections(self) -> list[dict[str, Any]] | None:
+        """Every connection item in one request; None when the collection is not there for us (Directus
+        answers 403 alike for a collection that does not exist and one the sync may not read: an
+        installation whose setup predates connections)."""
+        from calsync.sync.connections import CONNECTIONS_COLLECTION
+
+        try:
+            rows = self.request(
+                "GET",
+                f"/items/{CONNECTIONS_COLLECTION}",
+                "connections read",
+                params={"limit": "-1", "fields": "id,name,staff,calendar_id,account_from"},
+            )
+        except DirectusAuthError as exc:
+            if exc.status == 401:
+                raise
+            return None
+        return [dict(row) for row in rows or [] if isinstance(row, dict)]
+
+    def update_connections(self, items: list[dict[str, Any]]) -> None:
+        """Status fields onto connection items, all in one request (Directus takes an array of partial
+        items, each with its key)."""
+        from calsync.sync.connections import CONNECTIONS_COLLECTION
+
+        if items:
+            self.request("PATCH", f"/items/{CONNECTIONS_COLLECTION}", "connections status update", body=items)
+
     def current_user_id(self) -> str | None:
         """The id of the user the token belongs to (None for a token of no user)."""
         me = self.request("GET", "/users/me", "current user read", params={"fields": "id"}) or {}

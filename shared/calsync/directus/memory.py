@@ -203,13 +203,13 @@ class MemoryDirectus:
                     current.update(copy.deepcopy(item))
 
     # -- test API: connections (the admin's items) ----------------------------------------------------
-    def person_add_connection(self, id: str, **values: Any) -> None:  # noqa: A002 - Directus's key name
+    def person_add_connection(self, id: str, **values: Any) -> None:
         with self._lock:
             if self.connections is None:
                 self.connections = {}
             self.connections[id] = {"id": id, **values}
 
-    def person_remove_connection(self, id: str) -> None:  # noqa: A002
+    def person_remove_connection(self, id: str) -> None:
         with self._lock:
             (self.connections or {}).pop(id, None)
 

@@ -125,6 +125,10 @@ class SyncConfig:
     event_types: tuple[str, ...] = ("default",)
     import_invitations: Literal["accepted", "all", "none"] = "accepted"
     description_footer: bool = True
+    # Staff calendars: the booking field that routes bookings (None: all go to the default connection),
+    # and the value this connection serves (None: bookings without one)
+    route_field: str | None = None
+    route_value: str | None = None
 
     @property
     def list_filter(self) -> str:

@@ -263,6 +263,15 @@ class App:
         except Exception:
             log.warning("could not show the connection status in Directus", exc_info=True)
 
+    def request_sync(self, connection: str, reason: str) -> None:
+        """Ask for a cycle of this connection soon (a push notification, a new consent), without waiting
+        for it. TODO(issue 16): through the fan-out port (Pub/Sub, or in-process)."""
+        from calsync.sync.cycle import run_cycle
+
+        ctx = self.context(connection)
+        threading.Thread(target=run_cycle, args=(ctx,), name=f"sync-{connection}", daemon=True).start()
+        log.info("sync requested", extra=logs.fields(connection=connection, reason=reason))
+
     def close(self) -> None:
         with self._lock:
             store = self._built.pop("store", None)

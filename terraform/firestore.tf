@@ -27,3 +27,24 @@ resource "google_firestore_field" "oauth_state_ttl" {
 
   ttl_config {}
 }
+
+# A booking moved to another staff member's calendar is looked up in every connection's `mappings`
+# (FirestoreSyncStore.find_mappings): a collection-group query on `booking_key`, which Firestore indexes
+# automatically only at collection scope. The collection-scope index stays as it is.
+resource "google_firestore_field" "mappings_by_booking_key" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = "mappings"
+  field      = "booking_key"
+
+  index_config {
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION"
+    }
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION_GROUP"
+    }
+  }
+}

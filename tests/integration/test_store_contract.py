@@ -103,6 +103,20 @@ def test_put_many_mappings_in_batches_and_read_them_back_in_bulk(store: SyncStor
     assert store.count_mappings(C, "other-calendar") == 0
 
 
+def test_find_mappings_looks_in_every_connection_and_only_this_collection(store: SyncStore) -> None:
+    """A booking moved to another staff member's calendar is mapped in both until its old event goes."""
+    seven, eight = mapping("7", synced_at=at(2)), mapping("8", synced_at=at(2))
+    anna = dataclasses.replace(seven, connection="anna", calendar_id="anna@example.com")
+    bob = dataclasses.replace(seven, connection="bob", calendar_id="bob@example.com")
+    other = dataclasses.replace(seven, collection="visits")
+    store.put_mappings([bob, anna, other, eight, dataclasses.replace(mapping("9"), connection="bob")])
+    keys = ["7", "8", "missing", *[str(n) for n in range(100, 160)]]  # more than one `in` query's worth
+    found = store.find_mappings("bookings", keys)
+    assert found == {"7": [anna, bob], "8": [eight]}
+    store.delete_mappings("anna", "bookings", ["7"])
+    assert store.find_mappings("bookings", ["7"]) == {"7": [bob]}
+
+
 def test_put_replaces_and_delete_forgets(store: SyncStore) -> None:
     store.put_mappings([mapping("1"), mapping("2")])
     store.put_mappings([mapping("1", content_hash="new", event="evnew1")])

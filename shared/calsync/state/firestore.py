@@ -270,6 +270,24 @@ class FirestoreSyncStore(SyncStore):
                         found[mapping.event_id] = mapping
         return found
 
+    def find_mappings(self, collection: str, keys: Iterable[str]) -> dict[str, list[EventMapping]]:
+        """A collection-group query over every connection's ``mappings`` (production needs the
+        collection-group index on ``booking_key`` that terraform declares); the collection is filtered here,
+        and so is the root, since a collection group spans every root in the database."""
+        found: dict[str, list[EventMapping]] = {}
+        prefix = f"{self._connections.id}/"
+        with self._guard("find_mappings"):
+            for chunk in _chunks(sorted({str(k) for k in keys}), _IN_CHUNK):
+                query = self.client.collection_group("mappings").where(
+                    filter=FieldFilter("booking_key", "in", chunk)
+                )
+                for snap in query.stream(**self._rpc()):
+                    data = snap.to_dict()
+                    if data is not None and data.get("collection") == collection:
+                        if snap.reference.path.startswith(prefix):
+                            found.setdefault(data["booking_key"], []).append(self._mapping(data))
+        return {key: sorted(ms, key=lambda m: m.connection) for key, ms in found.items()}
+
     def put_mappings(self, mappings: Iterable[EventMapping]) -> None:
         items = list(mappings)
         with self._guard("put_mappings"):

@@ -60,6 +60,15 @@ class MemorySyncStore(SyncStore):
                 if m.connection == connection and m.calendar_id == calendar_id and m.event_id in wanted
             }
 
+    def find_mappings(self, collection: str, keys: Iterable[str]) -> dict[str, list[EventMapping]]:
+        wanted = {str(k) for k in keys}
+        found: dict[str, list[EventMapping]] = {}
+        with self._lock:
+            for (_, coll, key), m in sorted(self._mappings.items()):
+                if coll == collection and key in wanted:
+                    found.setdefault(key, []).append(m)
+        return found
+
     def put_mappings(self, mappings: Iterable[EventMapping]) -> None:
         with self._lock:
             for m in mappings:

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS mappings (
     PRIMARY KEY (connection, collection, booking_key)
 );
 CREATE INDEX IF NOT EXISTS mappings_by_event ON mappings (connection, calendar_id, event_id);
+CREATE INDEX IF NOT EXISTS mappings_by_booking ON mappings (collection, booking_key);
 CREATE TABLE IF NOT EXISTS cursors (
     connection TEXT NOT NULL, calendar_id TEXT NOT NULL, sync_token TEXT, window_start TEXT,
     directus_checkpoint TEXT, updated_at TEXT NOT NULL, sweep_after TEXT, list_filter TEXT,
@@ -247,6 +248,19 @@ class SqliteSyncStore(SyncStore):
                 [connection, calendar_id, *chunk],
             )
             found.update((row["event_id"], self._mapping(row)) for row in rows)
+        return found
+
+    def find_mappings(self, collection: str, keys: Iterable[str]) -> dict[str, list[EventMapping]]:
+        found: dict[str, list[EventMapping]] = {}
+        for chunk in _chunks(sorted({str(k) for k in keys})):
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT * FROM mappings WHERE collection = ? AND booking_key IN ({marks})"  # noqa: S608 - only placeholders are interpolated
+                " ORDER BY connection",
+                [collection, *chunk],
+            )
+            for row in rows:
+                found.setdefault(row["booking_key"], []).append(self._mapping(row))
         return found
 
     def put_mappings(self, mappings: Iterable[EventMapping]) -> None:

@@ -180,6 +180,11 @@ class SyncStore(abc.ABC):
         """Mappings of these events, by event id (absent ids are left out)."""
 
     @abc.abstractmethod
+    def find_mappings(self, collection: str, keys: Iterable[str]) -> dict[str, list[EventMapping]]:
+        """These bookings' mappings in every connection, by booking key, ordered by connection (a booking
+        moved to another staff member's calendar is mapped in both until its old event is removed)."""
+
+    @abc.abstractmethod
     def put_mappings(self, mappings: Iterable[EventMapping]) -> None:
         """Create or replace mappings, in batches of at most 500."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,8 @@ from calsync.web.http import MissingSettings
 if TYPE_CHECKING:
     from calsync.directus.client import DirectusClient
     from calsync.google.calendar import GoogleCalendar
+    from calsync.sync.fleet import Fleet
+    from calsync.sync.tick import TickResult
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +264,47 @@ class App:
             log.warning("Directus refused the connection status", extra=logs.fields(error=str(exc)))
         except Exception:
             log.warning("could not show the connection status in Directus", exc_info=True)
+
+    def sync_user_id(self) -> str | None:
+        """The Directus user behind the sync's token (deliveries it caused are echoes), read once."""
+        user: str | None = self._once("sync_user", self.directus.current_user_id)
+        return user
+
+    def fleet(self, fresh: bool = True) -> Fleet:
+        """Every connection (``fresh``: read from Directus now; else as read at most ``ROSTER_TTL`` ago),
+        with what a tick or a delivery needs to reach them."""
+        from calsync.sync.fleet import Fleet
+
+        self.require("directus_url", "directus_token")
+        settings = self.settings
+        return Fleet(
+            roster=self.roster(fresh=fresh),
+            context=lambda spec: self.context(spec.id),
+            store=self.store,
+            directus=self.directus,
+            collection=settings.directus_collection,
+            booking_fields=lambda: self._once("booking_fields", self.directus.booking_fields),
+            publish=self.publish_statuses,
+            concurrency=settings.sync_concurrency,
+            budget_seconds=settings.sync_budget_seconds,
+        )
+
+    def run_tick(self) -> TickResult:
+        """One tick: every connection's cycle (``calsync.sync.tick``)."""
+        from calsync.directus.errors import DirectusError
+        from calsync.sync.tick import TickResult, run_tick
+
+        try:
+            fleet = self.fleet()
+        except DirectusError as exc:
+            log.warning("could not read the connections from Directus", extra=logs.fields(error=str(exc)))
+            return TickResult("error", 503, {"status": "error", "error": str(exc), "connections": {}})
+        return run_tick(fleet)
+
+    def publish_statuses(self, connections: Sequence[str]) -> None:
+        """Show these connections' statuses in Directus. TODO(issue 15): one request (publish_all)."""
+        for connection in connections:
+            self.publish_status(connection)
 
     def request_sync(self, connection: str, reason: str) -> None:
         """Ask for a cycle of this connection soon (a push notification, a new consent), without waiting

@@ -38,6 +38,8 @@ CYCLE_EXIT = {
     "mass_cancel_refused": SYNC_FAILED,
     "mass_delete_refused": SYNC_FAILED,
     "busy": BUSY,
+    "partial": SYNC_FAILED,  # some connections synced, some failed: each one's status says which
+    "no_connections": NOT_CONNECTED,
 }
 SETTINGS_HINT = "set it in the environment or in .calsync/local.env (the environment wins)"
 log = logging.getLogger("calsync.cli")
@@ -177,14 +179,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from calsync.sync.cycle import run_cycle
-
     _configure_logging(args.debug)
     app = App(_local_settings()[0])
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
     _warn_if_admin_token(app)
-    log.info("sync cycle started", extra=logs.fields(connection=app.connection))
-    result = run_cycle(app.context())
+    log.info("sync cycle started")
+    result = app.run_tick()
     print(json.dumps(result.body, indent=2))
     code = CYCLE_EXIT.get(result.status, SYNC_FAILED if result.http_status >= 400 else OK)
     if code == NOT_CONNECTED:

@@ -98,12 +98,33 @@ def test_oauth_status_needs_the_connect_key(env: pytest.MonkeyPatch) -> None:
     assert start.get_json()["missing"] == ["GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REDIRECT_URI"]
 
 
+def one_connection(env: pytest.MonkeyPatch) -> None:
+    """Nothing answers at DIRECTUS_URL here: the one implicit connection of an installation without the
+    connections collection."""
+    from calsync.bootstrap import App
+    from calsync.sync.connections import Roster
+
+    env.setattr(App, "roster", lambda app, fresh=False: Roster.implicit("primary"))
+
+
+def test_calendar_import_answers_503_naming_directus_when_it_cannot_read_the_connections(
+    env: pytest.MonkeyPatch,
+) -> None:
+    configure_sync(env)
+    response = client("calendar_import").post("/")
+    assert response.status_code == 503
+    assert "Directus" in response.get_json()["error"]
+
+
 def test_calendar_import_answers_not_connected_without_a_token(env: pytest.MonkeyPatch) -> None:
     configure_sync(env)
+    one_connection(env)
     importer = client("calendar_import")
     response = importer.post("/")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "not_connected", "pending_outbox": 0}
+    body = response.get_json()
+    assert (body["status"], body["pending_outbox"]) == ("not_connected", 0)  # the one connection's answer
+    assert body["connections"] == {"default": {"status": "not_connected", "pending_outbox": 0}}
     assert importer.get("/").status_code == 405
 
 
@@ -231,15 +252,17 @@ def test_a_large_delivery_is_queued_whole_without_calling_google(
     env: pytest.MonkeyPatch, action: str, queued_as: str
 ) -> None:
     from calsync.bootstrap import get_app
-    from calsync.web import delivery, hook
+    from calsync.sync import routing
+    from calsync.web import delivery
 
     configure_sync(env)
+    one_connection(env)
 
     class NoPush:
         def __init__(self, *args: object) -> None:
             raise AssertionError("a large delivery must not be pushed inline")
 
-    env.setattr(hook, "Pusher", NoPush)
+    env.setattr(routing, "Pusher", NoPush)
     keys = list(range(1, delivery.INLINE_KEYS + 2))
     body = {"event": f"bookings.items.{action}", "collection": "bookings", "keys": keys}
     response = client("booking_hook").post("/", json=body, headers=HOOK_AUTH)

@@ -178,17 +178,17 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> None:
 def cycle_ending(monkeypatch: pytest.MonkeyPatch, status: str, http_status: int = 200) -> None:
     from calsync.sync import cycle
 
-    def run(ctx: object) -> cycle.CycleResult:
+    def run(app: object) -> cycle.CycleResult:
         logging.getLogger("calsync.sync.pull").info("pulled a page", extra=logs.fields(events=250))
         return cycle.CycleResult(status, http_status, {"status": status, "error": "why"})
 
-    monkeypatch.setattr(cycle, "run_cycle", run)
+    monkeypatch.setattr(App, "run_tick", run)
 
 
 @pytest.mark.parametrize(
     ("status", "code"),
     [("ok", 0), ("not_connected", 3), ("needs_reconnect", 3), ("error", 4), ("mass_cancel_refused", 4),
-     ("mass_delete_refused", 4), ("busy", 5)],
+     ("mass_delete_refused", 4), ("busy", 5), ("partial", 4), ("no_connections", 3)],
 )  # fmt: skip
 @pytest.mark.usefixtures("configured")
 def test_sync_exits_with_the_documented_code_for_each_outcome(
@@ -241,10 +241,10 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 ) -> None:
     from calsync.sync import cycle
 
-    def broken(ctx: object) -> cycle.CycleResult:
+    def broken(app: object) -> cycle.CycleResult:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cycle, "run_cycle", broken)
+    monkeypatch.setattr(App, "run_tick", broken)
     assert cli.main(["sync"]) == 1
     err = capsys.readouterr().err
     assert "calsync: unexpected error: RuntimeError: boom" in err and "--debug" in err

@@ -14,7 +14,6 @@ from calsync.settings import SettingsError, load_settings
 from calsync.state.memory import MemorySyncStore
 from calsync.sync.connections import Roster
 from calsync.sync.cycle import CycleResult
-from calsync.sync.ports import SyncContext
 from calsync.web.server import PeriodicSync
 
 CONFIGURED = {
@@ -48,8 +47,8 @@ def test_the_interval_is_a_setting_60_by_default_0_disables(monkeypatch: pytest.
 def test_waits_quietly_while_directus_or_google_is_not_configured(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ran: list[SyncContext] = []
-    syncing = PeriodicSync(app(tmp_path), 0.01, cycle=lambda ctx: ran.append(ctx) or CycleResult("ok"))
+    ran: list[App] = []
+    syncing = PeriodicSync(app(tmp_path), 0.01, cycle=lambda app: ran.append(app) or CycleResult("ok"))
     caplog.set_level(logging.INFO)
     assert [syncing.tick() for _ in range(3)] == [None, None, None]
     assert not ran
@@ -62,7 +61,7 @@ def test_a_failing_cycle_is_logged_and_the_next_tick_runs(
 ) -> None:
     outcomes = iter([RuntimeError("boom"), CycleResult("ok")])
 
-    def cycle(ctx: SyncContext) -> CycleResult:
+    def cycle(app: App) -> CycleResult:
         outcome = next(outcomes)
         if isinstance(outcome, Exception):
             raise outcome
@@ -74,13 +73,13 @@ def test_a_failing_cycle_is_logged_and_the_next_tick_runs(
     assert syncing.tick() == CycleResult("ok") and syncing.cycles == 1
 
 
-def test_runs_on_its_thread_with_the_apps_context_until_stopped(tmp_path: Path) -> None:
+def test_runs_on_its_thread_with_the_app_until_stopped(tmp_path: Path) -> None:
     the_app = app(tmp_path, **CONFIGURED)
-    seen: list[SyncContext] = []
+    seen: list[App] = []
     three = threading.Event()
 
-    def cycle(ctx: SyncContext) -> CycleResult:
-        seen.append(ctx)
+    def cycle(app: App) -> CycleResult:
+        seen.append(app)
         if len(seen) == 3:
             three.set()
         return CycleResult("not_connected")
@@ -88,12 +87,12 @@ def test_runs_on_its_thread_with_the_apps_context_until_stopped(tmp_path: Path) 
     syncing = PeriodicSync(the_app, 0.01, cycle=cycle).start()
     assert three.wait(5)
     syncing.stop(timeout=5)
-    assert all(ctx is the_app.context() for ctx in seen)
+    assert all(app is the_app for app in seen)
     count = len(seen)
     assert not syncing._thread.is_alive() and len(seen) == count
 
 
 def test_an_interval_of_0_runs_nothing(tmp_path: Path) -> None:
-    syncing = PeriodicSync(app(tmp_path, **CONFIGURED), 0, cycle=lambda ctx: pytest.fail("ran")).start()
+    syncing = PeriodicSync(app(tmp_path, **CONFIGURED), 0, cycle=lambda app: pytest.fail("ran")).start()
     assert not syncing._thread.is_alive()
     syncing.stop()

@@ -283,9 +283,12 @@ class FirestoreSyncStore(SyncStore):
                 )
                 for snap in query.stream(**self._rpc()):
                     data = snap.to_dict()
-                    if data is not None and data.get("collection") == collection:
-                        if snap.reference.path.startswith(prefix):
-                            found.setdefault(data["booking_key"], []).append(self._mapping(data))
+                    if (
+                        data is not None
+                        and data.get("collection") == collection
+                        and snap.reference.path.startswith(prefix)
+                    ):
+                        found.setdefault(data["booking_key"], []).append(self._mapping(data))
         return {key: sorted(ms, key=lambda m: m.connection) for key, ms in found.items()}
 
     def put_mappings(self, mappings: Iterable[EventMapping]) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from calsync.state.store import DEFAULT_CONNECTION
+from calsync.sync.ports import route_text
 
 CONNECTIONS_COLLECTION = "calendar_sync_connections"
 CONNECTION_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -50,11 +51,7 @@ class ConnectionSpec:
         return self.name or self.id
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value.get("id") if isinstance(value, Mapping) else value).strip()
-    return text or None
+_text = route_text
 
 
 def spec_from_item(item: Mapping[str, Any]) -> ConnectionSpec:

@@ -51,6 +51,21 @@ def backoff(attempts: int) -> timedelta:
 
 
 @dataclasses.dataclass
+class CycleWork:
+    """What the tick found for one connection in its shared Directus reads (``calsync.sync.tick``): the
+    bookings routed here that changed, the mapped ones Directus no longer lists (candidates: the push proves
+    them gone), and the mapped ones another connection serves now (moved: released after the new calendar
+    has them)."""
+
+    changed: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    orphans: list[str] = dataclasses.field(default_factory=list)
+    moved: list[str] = dataclasses.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.orphans or self.moved)
+
+
+@dataclasses.dataclass
 class CycleResult:
     status: str
     http_status: int = 200
@@ -61,26 +76,34 @@ def import_lease_name(connection: str) -> str:
     return f"{connection}/import"
 
 
-def run_cycle(ctx: SyncContext, now: datetime | None = None) -> CycleResult:
-    """Run one cycle of this connection under its import lease; never raises for Google or Directus trouble."""
+def run_cycle(
+    ctx: SyncContext, now: datetime | None = None, work: CycleWork | None = None, publish: bool = True
+) -> CycleResult:
+    """Run one cycle of this connection under its import lease; never raises for Google or Directus trouble.
+
+    ``work``: what the tick's shared reads found for this connection, pushed instead of a Directus scan of
+    its own; None: the cycle scans Directus itself (one connection's own cycle, and a connection's first,
+    which looks at every booking routed to it). ``publish``: show the status in Directus (the tick
+    publishes every connection's at once instead)."""
     now = now or ctx.clock()
     holder = uuid.uuid4().hex
     lease = import_lease_name(ctx.connection)
     if not ctx.store.acquire_lease(lease, holder, LEASE_TTL):
         return CycleResult("busy", 409, {"status": "busy", "error": "another sync cycle is running"})
     try:
-        return _run(ctx, now)
+        return _run(ctx, now, work, publish)
     finally:
         ctx.store.release_lease(lease, holder)
 
 
-def _run(ctx: SyncContext, now: datetime) -> CycleResult:
+def _run(ctx: SyncContext, now: datetime, work: CycleWork | None, publish: bool) -> CycleResult:
     started = time.monotonic()
     store, connection = ctx.store, ctx.connection
     state = store.get_status(connection).state
     calendar = ctx.calendar() if state != "needs_reconnect" else None
     if calendar is None:
-        ctx.publish_status()  # keep what Directus shows current even when no cycle can run
+        if publish:
+            ctx.publish_status()  # keep what Directus shows current even when no cycle can run
         status = "needs_reconnect" if state == "needs_reconnect" else "not_connected"
         return CycleResult(status, 200, {"status": status, "pending_outbox": store.count_outbox(connection)})
     pulled = PullSummary()
@@ -90,21 +113,24 @@ def _run(ctx: SyncContext, now: datetime) -> CycleResult:
         pusher = Pusher(ctx)
         with pusher.writing_back():
             pushed.merge(drain_outbox(ctx, pusher, now))
-            pushed.merge(repair_missed(ctx, pusher))
-            pushed.merge(sweep_orphans(ctx, pusher))
+            if work is None:
+                pushed.merge(repair_missed(ctx, pusher))
+                pushed.merge(sweep_orphans(ctx, pusher))
+            else:
+                pushed.merge(push_work(ctx, pusher, work))
     except GoogleAccessRevoked as exc:
         mark_needs_reconnect(store, connection, str(exc))
-        return _finish(ctx, "needs_reconnect", 200, pulled, pushed, started, error=str(exc))
+        return _finish(ctx, "needs_reconnect", 200, pulled, pushed, started, publish, str(exc))
     except MassCancelRefused as exc:
         log.error("mass cancellation refused", extra=logs.fields(reason=str(exc)))
-        return _finish(ctx, "mass_cancel_refused", 200, pulled, pushed, started, error=str(exc))
+        return _finish(ctx, "mass_cancel_refused", 200, pulled, pushed, started, publish, str(exc))
     except (GoogleError, DirectusError) as exc:
         # Nothing is lost: the sync token and checkpoint did not move past what was committed.
         log.warning("cycle interrupted; the next one resumes", extra=logs.fields(error=str(exc)))
-        return _finish(ctx, "error", 503, pulled, pushed, started, error=str(exc))
+        return _finish(ctx, "error", 503, pulled, pushed, started, publish, str(exc))
     if pushed.guard:
-        return _finish(ctx, "mass_delete_refused", 200, pulled, pushed, started, error=pushed.guard)
-    return _finish(ctx, "ok", 200, pulled, pushed, started)
+        return _finish(ctx, "mass_delete_refused", 200, pulled, pushed, started, publish, pushed.guard)
+    return _finish(ctx, "ok", 200, pulled, pushed, started, publish)
 
 
 def _finish(
@@ -114,6 +140,7 @@ def _finish(
     pulled: PullSummary,
     pushed: PushOutcome,
     started: float,
+    publish: bool,
     error: str | None = None,
 ) -> CycleResult:
     body: dict[str, Any] = {
@@ -121,7 +148,7 @@ def _finish(
         "created": pulled.created,
         "updated": pulled.updated,
         "cancelled": pulled.cancelled,
-        "pushed": len(pushed.synced) + len(pushed.deleted),
+        "pushed": len(pushed.synced) + len(pushed.deleted) + len(pushed.moved),
         "skipped_echoes": pulled.skipped_echoes,
         "dead_letters": pulled.dead_letters + len(pushed.dead),
         "queued": len(pushed.failed),
@@ -138,7 +165,8 @@ def _finish(
     log.log(
         logging.INFO if status == "ok" else logging.WARNING, "sync cycle finished", extra=logs.fields(**body)
     )
-    ctx.publish_status()
+    if publish:
+        ctx.publish_status()
     return CycleResult(status, http_status, body)
 
 
@@ -171,18 +199,37 @@ def repair_missed(ctx: SyncContext, pusher: Pusher) -> PushOutcome:
     scan_start = (ctx.directus.server_time() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     total = PushOutcome()
     for page in ctx.directus.items_changed_since(checkpoint, REPAIR_PAGE, first_page=REPAIR_FIRST_PAGE):
-        items = {str(item["id"]): item for item in page}
-        plan = plan_upserts(
-            connection, config, items, store.get_mappings(connection, config.collection, list(items))
-        )
-        stale = needs_push(plan, items)
-        if stale:
-            # under each booking's lease push() checks the row did not change since this scan read it (and
-            # reads it again if it did), so a concurrent delivery cannot interleave
-            outcome = pusher.push("upsert", stale, seen=items)
-            queue_failures(ctx, outcome)
-            total.merge(outcome)
+        items = {str(item["id"]): item for item in page if config.serves(item)}
+        total.merge(push_stale(ctx, pusher, items))
     store.update_cursor(connection, config.calendar_id, directus_checkpoint=scan_start)
+    return total
+
+
+def push_stale(ctx: SyncContext, pusher: Pusher, items: dict[str, dict[str, Any]]) -> PushOutcome:
+    """Push those of these scanned bookings whose content differs from their mapping."""
+    config = ctx.config
+    plan = plan_upserts(
+        ctx.connection, config, items, ctx.store.get_mappings(ctx.connection, config.collection, list(items))
+    )
+    stale = needs_push(plan, items)
+    if not stale:
+        return PushOutcome()
+    # under each booking's lease push() checks the row did not change since this scan read it (and reads it
+    # again if it did), so a concurrent delivery cannot interleave
+    outcome = pusher.push("upsert", stale, seen=items)
+    queue_failures(ctx, outcome)
+    return outcome
+
+
+def push_work(ctx: SyncContext, pusher: Pusher, work: CycleWork) -> PushOutcome:
+    """Push what the tick found for this connection (``CycleWork``). Moved bookings are released by the
+    tick after every connection's cycle, so that their new calendars have them first."""
+    total = push_stale(ctx, pusher, work.changed)
+    if work.orphans:
+        log.info("bookings deleted in Directus without a webhook", extra=logs.fields(count=len(work.orphans)))
+        outcome = pusher.push("delete", work.orphans)
+        queue_failures(ctx, outcome)
+        total.merge(outcome)
     return total
 
 

@@ -25,9 +25,11 @@ class PushOutcome:
         default_factory=list
     )  # deleted bookings whose events stay (read-only)
     guard: str | None = None  # why deletions were held back (the mass-delete guard)
+    # bookings now served by another connection whose event here was removed (or, read-only, forgotten)
+    moved: list[str] = dataclasses.field(default_factory=list)
 
     def merge(self, other: PushOutcome) -> None:
-        for name in ("synced", "deleted", "skipped", "left"):
+        for name in ("synced", "deleted", "skipped", "left", "moved"):
             getattr(self, name).extend(getattr(other, name))
         for name in ("invalid", "failed", "failed_action", "dead", "read_only", "excluded", "notes"):
             getattr(self, name).update(getattr(other, name))
@@ -52,4 +54,6 @@ class PushOutcome:
             body["left_in_google"] = self.left
         if self.guard:
             body["mass_delete_refused"] = self.guard
+        if self.moved:
+            body["moved_away"] = self.moved
         return body

@@ -24,6 +24,14 @@ from calsync.state.store import SyncStore, utcnow
 SendUpdates = Literal["none", "all", "externalOnly"]
 
 
+def route_text(value: Any) -> str | None:
+    """A routing value as text (a relation may come expanded, as an object with its ``id``); None: none."""
+    if value is None:
+        return None
+    text = str(value.get("id") if isinstance(value, dict) else value).strip()
+    return text or None
+
+
 class Directus(Protocol):
     """The bookings collection of one Directus, as the sync user sees it. Keys are strings."""
 
@@ -129,6 +137,12 @@ class SyncConfig:
     # and the value this connection serves (None: bookings without one)
     route_field: str | None = None
     route_value: str | None = None
+
+    def serves(self, item: dict[str, Any]) -> bool:
+        """Whether this connection serves the booking (routing, ``calsync.sync.connections``)."""
+        if self.route_field is None:
+            return True
+        return route_text(item.get(self.route_field)) == self.route_value
 
     @property
     def list_filter(self) -> str:

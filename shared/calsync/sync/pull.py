@@ -397,6 +397,8 @@ class Puller:
             values = self._booking_values(event)
             if values is not None:
                 extra = {FIELDS.google_event_id: event["id"], FIELDS.sync_status: "synced"}
+                if self.config.route_field is not None and self.config.route_value is not None:
+                    extra[self.config.route_field] = self.config.route_value  # the staff member's booking
                 ready.append((event, {**values, **{k: v for k, v in extra.items() if k in self.fields}}))
         offset = 0
         mappings: list[EventMapping] = []
@@ -541,6 +543,20 @@ class Puller:
     def _apply_cancellations(self) -> None:
         if not self._cancels:
             return
+        current = self.directus.get_items([c.mapping.booking_key for c in self._cancels])
+        moved = [
+            c.mapping.booking_key
+            for c in self._cancels
+            if c.mapping.booking_key in current and not self.config.serves(current[c.mapping.booking_key])
+        ]
+        if moved:
+            # Another connection serves these bookings now: the event gone here is the old one of a move
+            # (removed by the sync, or by hand), not a cancellation of the booking.
+            log.info("moved bookings' old events gone", extra=logs.fields(keys=moved[:20]))
+            self.store.delete_mappings(self.connection, self.collection, moved)
+            self._cancels = [c for c in self._cancels if c.mapping.booking_key not in moved]
+            if not self._cancels:
+                return
         mapped = self.store.count_mappings(self.connection, self.calendar_id)
         if len(self._cancels) > guard_limit(self.config.max_cancel_share, mapped):
             raise MassCancelRefused(
@@ -552,7 +568,6 @@ class Puller:
             self.directus.delete_items(keys)
             self.store.delete_mappings(self.connection, self.collection, keys)
         else:
-            current = self.directus.get_items(keys)
             patches = [
                 {"id": current[k].get("id", k), FIELDS.status: CANCELLED}
                 for k in keys

@@ -93,8 +93,12 @@ class Pusher:
                 items, absent = self._read(held, action, outcome, seen or {})
                 if absent:
                     outcome.merge(self._delete(absent))
-                if items:
-                    outcome.merge(self.push_items(items))
+                elsewhere = {k: v for k, v in items.items() if not self.config.serves(v)}
+                if elsewhere:
+                    outcome.merge(self._release(list(elsewhere)))
+                mine = {k: v for k, v in items.items() if k not in elsewhere}
+                if mine:
+                    outcome.merge(self.push_items(mine))
         finally:
             if self._shared is not None:
                 self._shared.release_later(held)  # once their statuses are written
@@ -348,6 +352,53 @@ class Pusher:
             self.store.discard_outbox(self.connection, self.collection, key)
         outcome.deleted.extend(gone)
         self._deleted += len(gone)
+        return outcome
+
+    # -- moved to another connection ------------------------------------------------------------------
+    def _release(self, keys: list[str]) -> PushOutcome:
+        """Remove this calendar's events of bookings another connection serves now (a reassignment).
+
+        The proof is the booking itself, just read: it names another staff member. The old event goes only
+        once the booking's new calendar has its event (a mapping there): until then it stays and the intent
+        waits in this connection's outbox, so a crash or a fault between the two steps loses nothing, and
+        the window shows the booking in two calendars rather than in none. A read-only event (another
+        organizer's) is never deleted: only its mapping is forgotten. Not under the mass-delete guard: every
+        event removed here exists in its new calendar."""
+        outcome = PushOutcome()
+        here = self.store.get_mappings(self.connection, self.collection, keys)
+        if not here:
+            return outcome  # nothing of it in this calendar: nothing to do
+        homes = self.store.find_mappings(self.collection, list(here))
+        ready: list[str] = []
+        for key in here:
+            if any(m.connection != self.connection for m in homes.get(key, [])):
+                ready.append(key)
+            else:
+                outcome.fail(
+                    [key],
+                    "moved to another calendar: its event here stays until the new calendar has it",
+                    "upsert",
+                )
+        owned = [k for k in ready if writable(here[k], event_id_for(self.connection, self.collection, k))]
+        gone = [k for k in ready if k not in owned]  # read-only here: forgotten, never deleted
+        if owned:
+            try:
+                calendar = self._calendar()
+            except NotConnected as exc:
+                self._failure(outcome, owned, exc, "upsert")
+                owned = []
+            writes = [EventWrite("delete", here[k].event_id, None, self.config.send_updates) for k in owned]
+            for key, result in zip(owned, self._run(calendar, writes) if owned else [], strict=True):
+                if isinstance(result, GoogleError) and not isinstance(result, GoogleNotFound | GoogleGone):
+                    self._failure(outcome, [key], result, "upsert")
+                else:
+                    gone.append(key)
+        self.store.delete_mappings(self.connection, self.collection, gone)
+        for key in gone:
+            self.store.discard_outbox(self.connection, self.collection, key)
+        outcome.moved.extend(gone)
+        if gone:
+            log.info("moved bookings' old events removed", extra=logs.fields(count=len(gone), keys=gone[:20]))
         return outcome
 
     def _guard(self, count: int) -> str | None:

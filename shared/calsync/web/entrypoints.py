@@ -88,11 +88,9 @@ def booking_hook(request: flask.Request) -> flask.Response:
 
 @guarded("calendar_import")
 def calendar_import(request: flask.Request) -> flask.Response:
-    """One sync cycle (Cloud Scheduler calls this; the platform checks its OIDC token)."""
+    """One tick: every connection's cycle (Cloud Scheduler calls this; the platform checks its OIDC token)."""
     app = get_app()
     require_method(request, "POST")
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
-    from calsync.sync.cycle import run_cycle
-
-    result = run_cycle(app.context())
+    result = app.run_tick()
     return json_response(result.http_status, result.body)

@@ -8,7 +8,7 @@ import flask
 
 from calsync import logs
 from calsync.bootstrap import App
-from calsync.sync.push import Pusher, queue_failures
+from calsync.sync.routing import push_routed, queue_routed
 from calsync.web.delivery import INLINE_KEYS, Delivery, parse_delivery
 from calsync.web.http import json_response, read_json
 
@@ -18,16 +18,14 @@ log = logging.getLogger(__name__)
 def handle_delivery(app: App, request: flask.Request) -> flask.Response:
     """200 when every booking is settled (synced, unchanged or invalid), 202 when some wait in the outbox."""
     delivery = parse_delivery(read_json(request), app.settings.directus_collection)
-    ctx = app.context()
-    if delivery.user is not None and delivery.user == ctx.sync_user_id:
+    if delivery.user is not None and delivery.user == app.sync_user_id():
         # Our own write-back (or import) fired the Flow again: nothing to send to Google. The Flow that
         # `calsync directus setup` makes filters these out; a Flow made by hand may not.
         log.info("delivery skipped: written by the sync itself", extra=logs.fields(keys=len(delivery.keys)))
         return json_response(200, {"skipped": list(delivery.keys), "reason": "written by the sync itself"})
     if len(delivery.keys) > INLINE_KEYS:
         return _queue_all(app, delivery)
-    outcome = Pusher(ctx).push(delivery.action, delivery.keys)
-    queue_failures(ctx, outcome)
+    outcome = push_routed(app.fleet(fresh=False), delivery.action, delivery.keys)
     body = {"action": delivery.action, **outcome.as_json()}
     log.info(
         "delivery handled",
@@ -57,7 +55,7 @@ def _show_pending(app: App) -> None:
 
 def _queue_all(app: App, delivery: Delivery) -> flask.Response:
     """A large delivery goes to the outbox whole, without calling Google; the import cycle drains it."""
-    app.store.enqueue_many(app.connection, delivery.collection, delivery.keys, delivery.action)
+    queue_routed(app.fleet(fresh=False), delivery.action, delivery.keys)
     log.info(
         "large delivery queued for the next cycle",
         extra=logs.fields(action=delivery.action, keys=len(delivery.keys), inline_limit=INLINE_KEYS),

@@ -22,8 +22,8 @@ from calsync import logs
 from calsync.bootstrap import App
 from calsync.local_settings import LOCAL_FILE, origin
 from calsync.settings import Settings
-from calsync.sync.cycle import CycleResult, run_cycle
-from calsync.sync.ports import SyncContext
+from calsync.sync.cycle import CycleResult
+from calsync.sync.tick import TickResult
 from calsync.web import entrypoints
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class PeriodicSync:
     NEEDS = ("directus_url", "directus_token", "google_client_id", "google_client_secret")
 
     def __init__(
-        self, app: App, interval: float, cycle: Callable[[SyncContext], CycleResult] = run_cycle
+        self, app: App, interval: float, cycle: Callable[[App], CycleResult | TickResult] = App.run_tick
     ) -> None:
         self.app = app
         self.interval = interval
@@ -199,14 +199,14 @@ class PeriodicSync:
             self._said = situation
             log.info(message, extra=logs.fields(**fields))
 
-    def tick(self) -> CycleResult | None:
+    def tick(self) -> CycleResult | TickResult | None:
         """One cycle, or None when it cannot run yet or failed (logged)."""
         missing = self.app.settings.missing(*self.NEEDS)
         if missing:
             self._once("missing", "the local sync waits for settings: " + ", ".join(missing), missing=missing)
             return None
         try:
-            result = self.cycle(self.app.context())
+            result = self.cycle(self.app)
         except Exception:
             self._said = None
             log.exception("local sync cycle failed; the next one runs in %g s", self.interval)

@@ -371,6 +371,9 @@ CONNECTION_READS = (*CONNECTION_SPEC_FIELDS, *CONNECTION_WRITES)
 # Types an existing field may have instead of the one calsync creates: a dateTime works (its naive values are
 # read in TIMEZONE), and over SQLite Directus reports a uuid field as a string.
 COMPATIBLE = {"timestamp": ("dateTime",), "uuid": ("string",)}
+# Fields whose existing type is fine whatever it is: staff values are compared with the bookings' routing
+# field as text (a string, or a relation to wherever that field points, setup made it one or the other).
+ANY_TYPE = {(CONNECTIONS_COLLECTION, "staff")}
 ROUTE_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # as the ROUTE_FIELD setting
 
 
@@ -560,8 +563,10 @@ class DirectusSetup:
                 self._write("POST", f"/fields/{name}", copy.deepcopy(field))
                 self._step(f"field {name}.{field['field']}", "created", field["type"])
                 created.add(field["field"])
-            elif have.get("type") != field["type"] and have.get("type") not in COMPATIBLE.get(
-                field["type"], ()
+            elif (
+                have.get("type") != field["type"]
+                and have.get("type") not in COMPATIBLE.get(field["type"], ())
+                and (name, field["field"]) not in ANY_TYPE
             ):
                 raise SetupError(
                     f"field {name}.{field['field']} exists as type {have.get('type')!r}; calsync needs {field['type']!r}. "
@@ -595,6 +600,7 @@ class DirectusSetup:
             current = {}
         now = datetime.now(UTC)
         self._settings_status = {k: current[k] for k in STATUS_FIELDS if current.get(k) is not None}
+        self._settings_status.setdefault("connection_state", "not_connected")  # as the item shows it
         if self.config.connect_url_is_fresh(str(current.get("connect_url") or ""), now):
             self.result.connect_url = str(current["connect_url"])
             self._step("Connect Google Calendar link", "unchanged")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +25,7 @@ from calsync.directus.setup import (
 from calsync.directus.status import publish_all
 from calsync.state.memory import MemorySyncStore
 from calsync.sync.connections import CONNECTIONS_COLLECTION, Roster
-from tests.parts.directus import DirectusServer
+from tests.parts.directus import ADMIN_TOKEN, CONNECT_KEY, UNREACHABLE, WEBHOOK_SECRET, DirectusServer
 
 pytestmark = pytest.mark.directus
 
@@ -256,3 +259,20 @@ def test_publish_all_counts_and_writes_every_connection_in_three_requests(
     finally:
         directus.admin("DELETE", "/fields/bookings/staff_code")
         directus.setup()
+
+
+def test_the_setup_command_takes_the_routing_options(connections: DirectusServer) -> None:
+    directus = connections
+    command = [sys.executable, "-m", "calsync.cli", "directus", "setup", "--directus-url", directus.url,
+               "--admin-token", ADMIN_TOKEN, "--booking-hook-url", UNREACHABLE, "--oauth-callback-url",
+               UNREACHABLE, "--webhook-secret", WEBHOOK_SECRET, "--connect-key", CONNECT_KEY, "--json",
+               "--dry-run", "--route-field", "owner", "--route-to", "directus_users"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    steps = {step["what"]: step for step in json.loads(done.stdout)["steps"]}
+    assert steps["routing field bookings.owner"]["action"] == "would be created"
+    assert steps["routing field bookings.owner"]["detail"] == "many-to-one to directus_users"
+    wrong = subprocess.run([*command[:-2], "--route-to", "no_such_collection"], capture_output=True,
+                           text=True, check=False, env=env)  # fmt: skip
+    assert wrong.returncode == 1 and "no_such_collection" in wrong.stderr

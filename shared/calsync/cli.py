@@ -248,7 +248,14 @@ def _directus_setup(args: argparse.Namespace) -> int:
     on_delete = lookup("ON_GOOGLE_DELETE", local) or "cancel"
     if on_delete not in ("cancel", "delete"):
         raise SettingsError("invalid settings: ON_GOOGLE_DELETE: expected cancel or delete")
-    config = SetupConfig(collection=collection, on_google_delete=on_delete, **values)
+    config = SetupConfig(
+        collection=collection,
+        on_google_delete=on_delete,
+        calendar_id=lookup("GOOGLE_CALENDAR_ID", local) or "primary",
+        route_field=args.route_field or lookup("ROUTE_FIELD", local) or None,
+        route_to=args.route_to,
+        **values,
+    )
     try:
         result = DirectusSetup(config, dry_run=args.dry_run, reissue_token=args.reissue_token).run()
     except SetupError as exc:
@@ -341,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
         setup.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{text} (default: ${env})")
     setup.add_argument(
         "--collection", help="the bookings collection (default: $DIRECTUS_COLLECTION or bookings)"
+    )
+    setup.add_argument(
+        "--route-field",
+        metavar="NAME",
+        help="the booking field that routes bookings to connections, created when missing (default: "
+        "$ROUTE_FIELD; none: every booking goes to the default connection)",
+    )
+    setup.add_argument(
+        "--route-to",
+        metavar="directus_users|COLLECTION",
+        help="create the routing field as a relation to directus_users or to this collection (default: a "
+        "plain string field)",
     )
     setup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing (default: off)")
     setup.add_argument(

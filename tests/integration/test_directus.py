@@ -429,7 +429,7 @@ def test_setup_narrows_an_earlier_versions_permissions_idempotently(directus: Di
     assert step["action"] == "updated" and "removed delete bookings" in step["detail"], step
     granted = _permissions(directus)
     assert set(granted) == {("bookings", a) for a in ("create", "read", "update")} | {
-        ("calendar_sync", "read"), ("calendar_sync", "update")}  # fmt: skip
+        (c, a) for c in ("calendar_sync", "calendar_sync_connections") for a in ("read", "update")}  # fmt: skip
     if directus.version == "12":  # an unlicensed Directus 12 refuses field lists: whole collections
         assert "licence" in step["detail"]
     else:  # Directus 11 takes field-level rules: exactly what the sync touches

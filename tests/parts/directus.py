@@ -35,7 +35,14 @@ DEFAULT_VERSION = "12"
 # The modules that run against Directus 11 too (see `directus`).
 ALSO_ON_DIRECTUS_11 = frozenset(
     f"tests/integration/{name}.py"
-    for name in ("test_directus", "test_directus_client", "test_port_contracts", "test_hook", "test_cycle")
+    for name in (
+        "test_directus",
+        "test_directus_client",
+        "test_directus_connections",
+        "test_port_contracts",
+        "test_hook",
+        "test_cycle",
+    )
 )
 ADMIN_TOKEN = "calsync-test-admin-token"
 ADMIN_EMAIL = "admin@example.com"

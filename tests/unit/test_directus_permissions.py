@@ -11,6 +11,8 @@ import pytest
 
 from calsync.directus.client import DirectusAuthError
 from calsync.directus.setup import (
+    CONNECTION_READS,
+    CONNECTION_WRITES,
     SETTINGS_READS,
     SETTINGS_WRITES,
     DirectusSetup,
@@ -18,7 +20,9 @@ from calsync.directus.setup import (
     SetupError,
 )
 
-CONFIG = SetupConfig("http://d", "admin", "bookings", "http://h", "http://o", "s-123456", "k-123456")
+CONFIG = SetupConfig("http://d", "admin", "bookings", "http://h", "http://o", "s-123456", "k-123456",
+                     route_field=None)  # fmt: skip
+CONNECTIONS = [("calendar_sync_connections", "read"), ("calendar_sync_connections", "update")]
 
 
 class FakePermissions:
@@ -54,13 +58,17 @@ class FakePermissions:
         return {(r["collection"], r["action"]): sorted(r["fields"]) for r in self.rows.values()}
 
 
-def run(api: FakePermissions, config: SetupConfig = CONFIG, timezone: bool = True) -> dict[str, str]:
-    """Setup's permissions step; ``timezone=False``: a collection made before setup created that field."""
+def run(
+    api: FakePermissions, config: SetupConfig = CONFIG, timezone: bool = True, extra: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Setup's permissions step; ``timezone=False``: a collection made before setup created that field;
+    ``extra``: other fields the bookings collection has."""
     setup = DirectusSetup(config, client=api)  # type: ignore[arg-type]
     if timezone:
         setup.booking_fields.add("timezone")
     else:
         setup.booking_fields.discard("timezone")
+    setup.booking_fields |= set(extra)
     setup._ensure_permissions("policy-1")
     return next(s for s in setup.result.steps if s["what"] == "permissions")
 
@@ -85,6 +93,10 @@ def test_an_earlier_versions_wide_policy_is_narrowed_to_what_the_sync_touches() 
     assert granted[("calendar_sync", "update")] == sorted(SETTINGS_WRITES)
     assert granted[("calendar_sync", "read")] == sorted(SETTINGS_READS)
     assert "connect_url" in SETTINGS_WRITES  # the functions refresh the signed link
+    # connections: the sync reads their definitions and writes only their status
+    assert granted[("calendar_sync_connections", "update")] == sorted(CONNECTION_WRITES)
+    assert granted[("calendar_sync_connections", "read")] == sorted(CONNECTION_READS)
+    assert not {"staff", "calendar_id", "account_from", "name", "id"} & set(CONNECTION_WRITES)
     api.writes.clear()
     assert run(api)["action"] == "unchanged" and api.writes == []  # idempotent
 
@@ -107,9 +119,9 @@ def test_duplicates_are_dropped() -> None:
     api = FakePermissions([*WIDE, {"collection": "bookings", "action": "read", "fields": ["*"]}])
     run(api)
     assert sorted(api.granted()) == sorted(
-        {(r["collection"], r["action"]) for r in WIDE} - {("bookings", "delete")}
+        {(r["collection"], r["action"]) for r in WIDE} - {("bookings", "delete")} | set(CONNECTIONS)
     )
-    assert len(api.rows) == 5
+    assert len(api.rows) == 7
 
 
 def test_a_directus_without_field_level_rules_gets_whole_collections_and_says_so() -> None:
@@ -119,7 +131,41 @@ def test_a_directus_without_field_level_rules_gets_whole_collections_and_says_so
     assert all(fields == ["*"] for fields in api.granted().values())
     assert ("bookings", "delete") not in api.granted()
     fresh = FakePermissions([], field_level=False)
-    assert run(fresh)["action"] == "created" and len(fresh.rows) == 5
+    assert run(fresh)["action"] == "created" and len(fresh.rows) == 7
+
+
+def test_the_routing_field_is_read_and_set_on_imports_but_never_updated() -> None:
+    api = FakePermissions([])
+    run(api, dataclasses.replace(CONFIG, route_field="staff"), extra=("staff",))
+    granted = api.granted()
+    assert "staff" in granted[("bookings", "read")] and "staff" in granted[("bookings", "create")]
+    assert "staff" not in granted[("bookings", "update")]  # reassigning is a person's decision
+    run(api, dataclasses.replace(CONFIG, route_field="staff"))  # not (yet) in the collection: not granted
+    assert "staff" not in api.granted()[("bookings", "read")]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"route_field": "title"}, "ROUTE_FIELD 'title'"),  # one of calsync's own fields
+        ({"route_field": "staff member"}, "ROUTE_FIELD"),
+        ({"route_to": "directus_users"}, "--route-to needs"),
+    ],
+)
+def test_the_routing_options_are_checked(changes: dict[str, str], message: str) -> None:
+    with pytest.raises(SetupError, match=message):
+        DirectusSetup(dataclasses.replace(CONFIG, **changes), client=FakePermissions([]))  # type: ignore[arg-type]
+
+
+def test_route_field_and_calendar_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTE_FIELD", "staff")
+    monkeypatch.setenv("GOOGLE_CALENDAR_ID", "team@group.calendar.google.com")
+    config = SetupConfig("http://d", "admin", "bookings", "http://h", "http://o", "s-123456", "k-123456")
+    assert (config.route_field, config.calendar_id) == ("staff", "team@group.calendar.google.com")
+    monkeypatch.delenv("ROUTE_FIELD")
+    monkeypatch.delenv("GOOGLE_CALENDAR_ID")
+    config = SetupConfig("http://d", "admin", "bookings", "http://h", "http://o", "s-123456", "k-123456")
+    assert (config.route_field, config.calendar_id) == (None, "primary")
 
 
 def test_on_google_delete_must_be_known() -> None:

@@ -199,8 +199,11 @@ class DirectusClient:
     def _items(self) -> str:
         return f"/items/{self.collection}"
 
-    def _skipping_missing(self, keys: list[str], write: Callable[[list[str]], T], what: str) -> T | None:
+    def _skipping_missing(
+        self, keys: list[str], write: Callable[[list[str]], T], what: str, collection: str | None = None
+    ) -> T | None:
         """``write(keys)``; after a 403, again with only the keys that still exist (None if none do).
+        ``collection``: where the keys are, when not the bookings.
 
         A 403 while every key exists is a real permission problem and is raised."""
         for _ in range(MISSING_RECHECKS + 1):
@@ -209,7 +212,7 @@ class DirectusClient:
             except DirectusAuthError as exc:
                 if exc.status != 403:
                     raise
-                present = self.get_items(keys, fields=["id"])
+                present = self._present(keys, collection) if collection else self.get_items(keys, ["id"])
                 remaining = [key for key in keys if key in present]
                 if len(remaining) == len(keys):
                     raise
@@ -382,12 +385,30 @@ class DirectusClient:
         return [dict(row) for row in rows or [] if isinstance(row, dict)]
 
     def update_connections(self, items: list[dict[str, Any]]) -> None:
-        """Status fields onto connection items, all in one request (Directus takes an array of partial
-        items, each with its key)."""
+        """Status fields onto connection items, all in one request: Directus 11 and 12 take an array of
+        partial items, each with its key (tests/integration/test_directus_connections.py). A connection an
+        admin deleted since the sync read them is skipped: the sync user's bulk PATCH is refused whole (403)
+        when one key is missing, as for bookings."""
         from calsync.sync.connections import CONNECTIONS_COLLECTION
 
-        if items:
-            self.request("PATCH", f"/items/{CONNECTIONS_COLLECTION}", "connections status update", body=items)
+        by_key = {str(item["id"]): item for item in items}
+        what = "connections status update"
+
+        def write(keys: list[str]) -> None:
+            body = [by_key[key] for key in keys]
+            self.request("PATCH", f"/items/{CONNECTIONS_COLLECTION}", what, body=body)
+
+        for chunk in body_chunks(list(by_key.values())):  # one, unless the statuses pass Directus's limit
+            self._skipping_missing([str(i["id"]) for i in chunk], write, what, CONNECTIONS_COLLECTION)
+
+    def _present(self, keys: list[str], collection: str) -> set[str]:
+        """Which of these keys the collection has (one request per 200 keys)."""
+        found: set[str] = set()
+        for chunk in in_chunks(keys):
+            params = {"filter": json.dumps({"id": {"_in": chunk}}), "fields": "id", "limit": "-1"}
+            rows = self.request("GET", f"/items/{collection}", "items read", params=params) or []
+            found |= {str(row["id"]) for row in rows}
+        return found
 
     def current_user_id(self) -> str | None:
         """The id of the user the token belongs to (None for a token of no user)."""

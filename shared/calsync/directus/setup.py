@@ -2,9 +2,12 @@
 
 With an admin token it ensures: the bookings collection and the fields the product needs (adding only what
 is missing, refusing a field that exists with another type); the ``calendar_sync`` settings singleton with
-the Connect link and the status fields the functions keep current; a least-privilege policy and a service
-user with a static token (printed once, when the user is created); and the Flow that POSTs every booking
-create/update/delete to booking_hook. Re-running changes nothing; ``dry_run`` only reports the plan.
+the Connect link and the status fields the functions keep current; the ``calendar_sync_connections``
+collection (one item per Google calendar, its own Connect link and status; a new one starts with the
+``default`` connection the installation had) and, with ROUTE_FIELD, the booking field that routes bookings to
+them; a least-privilege policy and a service user with a static token (printed once, when the user is
+created); and the Flow that POSTs every booking create/update/delete to booking_hook. Re-running changes
+nothing an admin set; ``dry_run`` only reports the plan.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +27,7 @@ from calsync.directus.errors import DirectusAuthError, DirectusError, DirectusNo
 from calsync.directus.status import SETTINGS_COLLECTION
 from calsync.state.store import DEFAULT_CONNECTION
 from calsync.sync.booking import FIELDS
+from calsync.sync.connections import CONNECTION_ID, CONNECTIONS_COLLECTION
 from calsync.web import links
 
 POLICY_NAME = "calsync sync service"
@@ -159,10 +164,8 @@ def _connect_button() -> dict[str, Any]:
     return {"field": "connect_button", "type": "alias", "meta": meta, "schema": None}
 
 
-SETTINGS_FIELDS: list[dict[str, Any]] = [
-    _primary_key(),
-    _connect_button(),
-    _field(
+def _connect_url() -> dict[str, Any]:
+    return _field(
         "connect_url",
         "string",
         readonly=True,
@@ -171,7 +174,12 @@ SETTINGS_FIELDS: list[dict[str, Any]] = [
         display_options={"font": "monospace"},
         note="The signed link behind the Connect button (valid 24 hours, renewed every cycle). Open it to "
         "connect a Google account, or to reconnect when Connection state says needs_reconnect.",
-    ),
+    )
+
+
+# The status of one connection, as the functions publish it (status.py): on the settings item for the
+# default connection, and on each item of the connections collection.
+CONNECTION_STATUS_FIELDS: list[dict[str, Any]] = [
     _field(
         "google_account",
         "string",
@@ -243,8 +251,104 @@ SETTINGS_FIELDS: list[dict[str, Any]] = [
         "Bookings no longer imported under the current import settings (kept, not synced).",
     ),
 ]
-# The settings item's fields are calsync's own: setup keeps their interfaces and notes current. In the
-# bookings collection only the fields the sync owns; the others may have been customised by an admin.
+SETTINGS_FIELDS: list[dict[str, Any]] = [
+    _primary_key(),
+    _connect_button(),
+    _connect_url(),
+    *CONNECTION_STATUS_FIELDS,
+]
+
+
+def _connection_key() -> dict[str, Any]:
+    """The connection id, typed in by the admin: its refresh token, mappings and cursors are keyed by it, so
+    it is a string chosen once, not a number Directus assigns. Directus checks its shape itself (a regex
+    validation, which Directus 11 and 12 apply to the primary key too: ``400 FAILED_VALIDATION``)."""
+    meta = {
+        "interface": "input",
+        "readonly": False,
+        "hidden": False,
+        "required": True,
+        "options": {"placeholder": "e.g. alice, or front-desk", "trim": True},
+        "validation": {"_and": [{"id": {"_regex": CONNECTION_ID.pattern}}]},
+        "validation_message": "Lowercase letters, digits, '-' and '_', at most 40, starting with a letter or digit",
+        "note": "The connection's id, chosen once: its Google access, links and sync state are kept under it, "
+        "so changing it later means connecting again. Lowercase letters, digits, '-' and '_', at most 40.",
+    }
+    return {"field": "id", "type": "string", "meta": meta, "schema": {"is_primary_key": True, "length": 40}}
+
+
+STAFF_NOTE = (
+    "The routing value this connection serves: bookings whose routing field (ROUTE_FIELD) holds it go to this "
+    "calendar (for a relation, the related item). Empty: the bookings without a value. One connection per value."
+)
+
+
+def _staff(related: str | None, key_type: str) -> dict[str, Any]:
+    """``staff``: a plain string, or a many-to-one to what the bookings' routing field points at (so the admin
+    picks the person rather than typing an id). Unique: two connections serving one value is a mistake the
+    sync would have to ignore one of."""
+    if related is None:
+        field = _field("staff", "string", interface="input", note=STAFF_NOTE)
+    else:
+        field = _relation("staff", related, key_type, STAFF_NOTE)
+    field["schema"]["is_unique"] = True
+    return field
+
+
+def _relation(name: str, related: str, key_type: str, note: str) -> dict[str, Any]:
+    """A many-to-one field (its column holds the related item's key; ``_ensure_relation`` adds the relation)."""
+    template = {"template": USER_TEMPLATE} if related == "directus_users" else {}
+    return _field(name, key_type, ["m2o"], interface="select-dropdown-m2o", options=template,
+                  display="related-values", display_options=template, note=note)  # fmt: skip
+
+
+USER_TEMPLATE = "{{first_name}} {{last_name}} ({{email}})"
+
+
+def connection_fields(staff_to: str | None = None, key_type: str = "string") -> list[dict[str, Any]]:
+    """The connections collection's fields: what the admin defines, then what the sync publishes.
+    ``staff_to``: the collection ``staff`` relates to (the routing field's), None for a plain string."""
+    return [
+        _connection_key(),
+        _field("name", "string", interface="input", note="A name people recognise: the staff member's."),
+        _staff(staff_to, key_type),
+        _field(
+            "calendar_id",
+            "string",
+            interface="input",
+            default="primary",
+            note="The Google calendar this connection writes to: primary, or a secondary calendar's id such "
+            "as abc@group.calendar.google.com (in Google Calendar: the calendar's settings, Integrate).",
+        ),
+        _field(
+            "account_from",
+            "string",
+            interface="input",
+            note="Optional: the id of the connection whose Google consent this one uses. For one business "
+            "account whose secondary calendars are the staff calendars: connect one connection, and name it "
+            "here on the others (each with its own calendar id). Empty: this connection is connected itself.",
+        ),
+        _connect_button(),
+        _connect_url(),
+        *CONNECTION_STATUS_FIELDS,
+        _field(
+            "channel_state",
+            "string",
+            readonly=True,
+            interface="input",
+            note="Push notifications from Google for this calendar, as the sync last set them up. Empty: not "
+            "in use; the scheduled sync runs either way.",
+        ),
+    ]
+
+
+CONNECTION_FIELDS = connection_fields()
+# What the admin defines: calsync creates these fields once and then leaves them (and the items) alone.
+CONNECTION_SPEC_FIELDS = ("id", "name", "staff", "calendar_id", "account_from")
+
+# calsync's own fields (the settings item's, the connections' status): setup keeps their interfaces and notes
+# current. In the bookings collection only the fields the sync owns; the others may have been customised by
+# an admin.
 MANAGED_META = ("interface", "options", "display", "display_options", "note", "readonly", "special", "width")
 SYNC_OWNED = ("google_event_id", "sync_status", "sync_error")
 
@@ -255,17 +359,22 @@ SYNC_WRITES = ("title", "start_datetime", "end_datetime", "all_day", "descriptio
                "timezone", "google_event_id", "sync_status", "sync_error")  # fmt: skip
 SYNC_READS = ("id", *SYNC_WRITES, "date_created", "date_updated", "user_updated")
 OPTIONAL_FIELDS = ("timezone",)  # granted only where the collection has it
-STATUS_FIELDS = tuple(
-    f["field"] for f in SETTINGS_FIELDS if f["field"] not in ("id", "connect_url", "connect_button")
-)
+STATUS_FIELDS = tuple(f["field"] for f in CONNECTION_STATUS_FIELDS)
 # connect_url: the functions refresh the signed link (it expires) when they publish the status.
 SETTINGS_WRITES = (*STATUS_FIELDS, "connect_url")
 SETTINGS_READS = ("id", *SETTINGS_WRITES)
+# The sync reads every connection's definition and status, and writes only the status.
+CONNECTION_WRITES = (*SETTINGS_WRITES, "channel_state")
+CONNECTION_READS = (*CONNECTION_SPEC_FIELDS, *CONNECTION_WRITES)
 
 
 # Types an existing field may have instead of the one calsync creates: a dateTime works (its naive values are
 # read in TIMEZONE), and over SQLite Directus reports a uuid field as a string.
 COMPATIBLE = {"timestamp": ("dateTime",), "uuid": ("string",)}
+# Fields whose existing type is fine whatever it is: staff values are compared with the bookings' routing
+# field as text (a string, or a relation to wherever that field points, setup made it one or the other).
+ANY_TYPE = {(CONNECTIONS_COLLECTION, "staff")}
+ROUTE_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # as the ROUTE_FIELD setting
 
 
 class SetupError(Exception):
@@ -286,6 +395,15 @@ class SetupConfig:
     on_google_delete: str = dataclasses.field(
         default_factory=lambda: os.environ.get("ON_GOOGLE_DELETE") or "cancel"
     )
+    # GOOGLE_CALENDAR_ID: the calendar of the ``default`` connection setup creates for an installation that
+    # had none (the one it synced with until then)
+    calendar_id: str = dataclasses.field(
+        default_factory=lambda: os.environ.get("GOOGLE_CALENDAR_ID") or "primary"
+    )
+    # ROUTE_FIELD: the booking field that routes bookings to connections; route_to: the collection it
+    # relates to when setup creates it (directus_users, or one of yours), None for a plain string
+    route_field: str | None = dataclasses.field(default_factory=lambda: os.environ.get("ROUTE_FIELD") or None)
+    route_to: str | None = None
 
     def connect_url(self, now: datetime) -> str:
         """A signed Connect link valid for links.LINK_TTL: the settings item never shows the key itself."""
@@ -345,9 +463,19 @@ class DirectusSetup:
     ) -> None:
         if config.on_google_delete not in ("cancel", "delete"):
             raise SetupError("ON_GOOGLE_DELETE must be cancel or delete")
+        if config.route_field is not None and (
+            not ROUTE_FIELD_NAME.match(config.route_field) or config.route_field in FIELDS.names()
+        ):
+            raise SetupError(
+                f"ROUTE_FIELD {config.route_field!r}: a field name (letters, digits, _) that is not one of "
+                "the fields calsync syncs"
+            )
+        if config.route_to is not None and config.route_field is None:
+            raise SetupError("--route-to needs the routing field's name: --route-field or ROUTE_FIELD")
         self.config = config
         self.reissue_token = reissue_token  # a new static token for an existing sync user (a lost one)
         self.booking_fields: set[str] = {f["field"] for f in BOOKING_FIELDS}
+        self._settings_status: dict[str, Any] = {}  # the settings item's status, for the default connection
         self.dry_run = dry_run
         self.api = client or DirectusClient(
             config.directus_url, config.admin_token, config.collection, retries=1
@@ -373,8 +501,10 @@ class DirectusSetup:
         try:
             self._check_admin()
             self._ensure_collection(self.config.collection, BOOKING_FIELDS, singleton=False)
+            self._ensure_route_field()
             self._ensure_collection(SETTINGS_COLLECTION, SETTINGS_FIELDS, singleton=True)
             self._ensure_settings_item()
+            self._ensure_connections()
             policy = self._ensure_policy()
             self._ensure_permissions(policy)
             self._ensure_user(policy)
@@ -403,7 +533,11 @@ class DirectusSetup:
             ) from None
 
     # -- collections and fields -----------------------------------------------------------------------
-    def _ensure_collection(self, name: str, fields: list[dict[str, Any]], singleton: bool) -> None:
+    def _ensure_collection(
+        self, name: str, fields: list[dict[str, Any]], singleton: bool, **meta: Any
+    ) -> set[str]:
+        """The collection with at least these fields; returns the fields it created (all of them for a new
+        collection). ``meta``: the collection's own, when it is created."""
         try:
             existing = {f["field"]: f for f in self._get(f"/fields/{name}") or []}
         except (DirectusNotFound, DirectusAuthError):
@@ -414,21 +548,25 @@ class DirectusSetup:
             body = {
                 "collection": name,
                 "schema": {},
-                "meta": {"singleton": singleton, "icon": "event"},
+                "meta": {"singleton": singleton, "icon": "event", **meta},
                 "fields": copy.deepcopy(fields),
             }
             self._write("POST", "/collections", body)
             self._step(f"collection {name}", "created", f"{len(fields)} fields")
-            return
+            return {f["field"] for f in fields}
         if "id" not in existing:
             raise SetupError(f"collection {name} has no 'id' primary key field; calsync needs one")
+        created = set()
         for field in fields:
             have = existing.get(field["field"])
             if have is None:
                 self._write("POST", f"/fields/{name}", copy.deepcopy(field))
                 self._step(f"field {name}.{field['field']}", "created", field["type"])
-            elif have.get("type") != field["type"] and have.get("type") not in COMPATIBLE.get(
-                field["type"], ()
+                created.add(field["field"])
+            elif (
+                have.get("type") != field["type"]
+                and have.get("type") not in COMPATIBLE.get(field["type"], ())
+                and (name, field["field"]) not in ANY_TYPE
             ):
                 raise SetupError(
                     f"field {name}.{field['field']} exists as type {have.get('type')!r}; calsync needs {field['type']!r}. "
@@ -440,11 +578,17 @@ class DirectusSetup:
                 self._step(f"field {name}.{field['field']}", "updated", "interface, display and note")
             else:
                 self._step(f"field {name}.{field['field']}", "unchanged")
+        return created
 
     def _meta_outdated(self, collection: str, field: dict[str, Any], have: dict[str, Any]) -> bool:
         """An existing field of calsync's whose interface, display or note differ from this version's (a
-        Directus set up by an earlier version): the migration puts them right, once."""
-        if collection != SETTINGS_COLLECTION and field["field"] not in SYNC_OWNED:
+        Directus set up by an earlier version): the migration puts them right, once. The connections'
+        definition fields are the admin's once created (an admin may well have customised them)."""
+        owned = {
+            SETTINGS_COLLECTION: True,
+            CONNECTIONS_COLLECTION: field["field"] not in CONNECTION_SPEC_FIELDS,
+        }.get(collection, field["field"] in SYNC_OWNED)
+        if not owned:
             return False
         current = have.get("meta") or {}
         return any(current.get(key) != field["meta"][key] for key in MANAGED_META if key in field["meta"])
@@ -455,6 +599,8 @@ class DirectusSetup:
         except DirectusError:
             current = {}
         now = datetime.now(UTC)
+        self._settings_status = {k: current[k] for k in STATUS_FIELDS if current.get(k) is not None}
+        self._settings_status.setdefault("connection_state", "not_connected")  # as the item shows it
         if self.config.connect_url_is_fresh(str(current.get("connect_url") or ""), now):
             self.result.connect_url = str(current["connect_url"])
             self._step("Connect Google Calendar link", "unchanged")
@@ -467,6 +613,77 @@ class DirectusSetup:
         )
         self.result.connect_url = None if self.dry_run else link
         self._step("Connect Google Calendar link", "updated" if current.get("connect_url") else "created")
+
+    # -- routing and connections ----------------------------------------------------------------------
+    def _ensure_route_field(self) -> None:
+        """The booking field that routes bookings to connections (ROUTE_FIELD), when it is missing: a
+        many-to-one relation to ``route_to`` (so people pick a user or an item), else a plain string. A field
+        that exists is left as it is, whatever its type: its values are what the connections' ``staff``
+        holds."""
+        name, related = self.config.route_field, self.config.route_to
+        if name is None:
+            return
+        what = f"routing field {self.config.collection}.{name}"
+        if name in self.booking_fields:
+            self._step(what, "unchanged", "exists: left as it is")
+            return
+        note = (
+            "Whose calendar this booking goes to: the connection (calendar_sync_connections) whose Staff is "
+            "this value. Empty: the default connection's calendar. Changing it moves the event."
+        )
+        if related is None:
+            self._write("POST", f"/fields/{self.config.collection}",
+                        _field(name, "string", interface="input", note=note))  # fmt: skip
+            self._step(what, "created", "string")
+        else:
+            self._write("POST", f"/fields/{self.config.collection}",
+                        _relation(name, related, self._key_type(related), note))  # fmt: skip
+            self._ensure_relation(self.config.collection, name, related)
+            self._step(what, "created", f"many-to-one to {related}")
+        self.booking_fields.add(name)
+
+    def _key_type(self, collection: str) -> str:
+        """The type of the collection's primary key: a many-to-one field must have that type."""
+        try:
+            fields = self._get(f"/fields/{collection}") or []
+        except (DirectusNotFound, DirectusAuthError):
+            fields = []
+        for field in fields:
+            if (field.get("schema") or {}).get("is_primary_key"):
+                return str(field["type"])
+        raise SetupError(f"--route-to {collection}: Directus has no such collection; create it first")
+
+    def _ensure_relation(self, collection: str, field: str, related: str) -> None:
+        """The relation behind a many-to-one field setup has just created; a related item's deletion
+        empties the field (the booking then goes to the default connection) rather than being refused."""
+        body = {"collection": collection, "field": field, "related_collection": related,
+                "schema": {"on_delete": "SET NULL"}}  # fmt: skip
+        self._write("POST", "/relations", body)
+
+    def _ensure_connections(self) -> None:
+        """The connections collection, with ``staff`` relating to what the routing field does when setup
+        knows it. A new collection gets the ``default`` connection: an installation from before connections
+        keeps its Google consent, mappings and cursors (all kept under that id) and its calendar."""
+        related = self.config.route_to
+        fields = connection_fields(related, self._key_type(related) if related else "string")
+        meta = {"icon": "calendar_month", "display_template": "{{name}} ({{id}})",
+                "note": "One Google calendar per item; bookings go to the one whose Staff matches their "
+                "routing field. Add one per staff member, then open its Connect button."}  # fmt: skip
+        created = self._ensure_collection(CONNECTIONS_COLLECTION, fields, singleton=False, **meta)
+        if related and "staff" in created:
+            self._ensure_relation(CONNECTIONS_COLLECTION, "staff", related)
+        if "id" in created:  # a new collection, never an admin's existing items
+            self._ensure_default_connection()
+
+    def _ensure_default_connection(self) -> None:
+        """The ``default`` item, showing what the settings item showed until now (the next publish keeps
+        both current)."""
+        item = {**self._settings_status, "id": DEFAULT_CONNECTION, "name": "Default",
+                "calendar_id": self.config.calendar_id, "staff": None}  # fmt: skip
+        if self.result.connect_url:
+            item["connect_url"] = self.result.connect_url
+        self._write("POST", f"/items/{CONNECTIONS_COLLECTION}", item)
+        self._step(f"connection {DEFAULT_CONNECTION!r}", "created", f"calendar {self.config.calendar_id}")
 
     # -- policy, permissions, user --------------------------------------------------------------------
     def _ensure_policy(self) -> str | None:
@@ -497,13 +714,18 @@ class DirectusSetup:
         have = self.booking_fields
         reads = [f for f in SYNC_READS if f in have or f not in OPTIONAL_FIELDS]
         writes = [f for f in SYNC_WRITES if f in have or f not in OPTIONAL_FIELDS]
+        # The routing field: read to route (and count) the bookings, set on the bookings the sync imports
+        # from a staff member's calendar; never changed on existing ones (that is a person's reassignment).
+        route = [self.config.route_field] if self.config.route_field in have else []
         collection = self.config.collection
         wanted = {
-            (collection, "read"): reads,
-            (collection, "create"): writes,
+            (collection, "read"): reads + route,
+            (collection, "create"): writes + route,
             (collection, "update"): writes,
             (SETTINGS_COLLECTION, "read"): list(SETTINGS_READS),
             (SETTINGS_COLLECTION, "update"): list(SETTINGS_WRITES),
+            (CONNECTIONS_COLLECTION, "read"): list(CONNECTION_READS),
+            (CONNECTIONS_COLLECTION, "update"): list(CONNECTION_WRITES),
         }
         if not field_level:
             wanted = {which: ["*"] for which in wanted}
@@ -516,7 +738,7 @@ class DirectusSetup:
             return []
         query = {
             "policy": {"_eq": policy},
-            "collection": {"_in": [self.config.collection, SETTINGS_COLLECTION]},
+            "collection": {"_in": [self.config.collection, SETTINGS_COLLECTION, CONNECTIONS_COLLECTION]},
         }
         params = {"filter": json.dumps(query), "fields": "id,collection,action,fields", "limit": "-1"}
         return list(self._get("/permissions", params) or [])

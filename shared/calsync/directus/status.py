@@ -1,7 +1,9 @@
-"""Show the Google connection's status in Directus, on the settings singleton ``calsync directus setup``
-creates, so the people who use Directus see who is connected and whether the sync is healthy.
+"""Show the Google connections' status in Directus, on the items ``calsync directus setup`` creates (one per
+connection in ``calendar_sync_connections``; the default connection's also on the settings singleton), so
+the people who use Directus see who is connected and whether the sync is healthy.
 
-Every publish is one aggregate read (bookings counted by ``sync_status``) and one write of the item. A
+A publish is one aggregate read (bookings counted by ``sync_status``, and by the routing field when there is
+one) and one write per collection, whatever the number of connections (:func:`publish_all`). A
 write Directus refuses is remembered in the connection status and shown by the next publish that goes
 through (``last_publish_error``), and the refused write is retried at once with only the fields every
 version of setup created, so that a cycle that failed never goes on showing the previous cycle's ``ok``.
@@ -11,14 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from calsync import logs
 from calsync.directus.client import DirectusClient
 from calsync.directus.errors import DirectusError, DirectusUnavailable
-from calsync.state.store import SyncStore, utcnow
+from calsync.state.store import DEFAULT_CONNECTION, SyncStore, utcnow
 from calsync.sync.connection import status_body
+from calsync.sync.connections import Roster
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +73,112 @@ def status_fields(
     }
 
 
-def booking_counts(directus: DirectusClient) -> dict[str, int]:
-    """Bookings by sync status, in one aggregate request (Directus 12 answers
-    ``[{"sync_status": "error", "count": {"id": 3}}, ...]``; some databases give the count as a string)."""
+def _aggregate(directus: DirectusClient, group_by: list[str]) -> list[dict[str, Any]]:
+    """Bookings counted by ``group_by``, in one aggregate request (Directus answers
+    ``[{"sync_status": "error", "staff": "u1", "count": {"id": 3}}, ...]``; some databases give the count as
+    a string)."""
     rows = directus.request(
         "GET",
         f"/items/{directus.collection}",
         "booking counts read",
-        params={"aggregate[count]": "id", "groupBy[]": "sync_status"},
+        params={"aggregate[count]": "id", "groupBy[]": group_by},
     )
+    return [row for row in rows or [] if isinstance(row, dict)]
+
+
+def _add(counts: dict[str, int], row: Mapping[str, Any]) -> None:
+    field = COUNTED.get(str(row.get("sync_status")))
+    if field is not None:
+        counts[field] += int((row.get("count") or {}).get("id") or 0)
+
+
+def booking_counts(directus: DirectusClient) -> dict[str, int]:
+    """Bookings by sync status, in one aggregate request."""
     counts = dict.fromkeys(COUNTED.values(), 0)
-    for row in rows or []:
-        field = COUNTED.get(str(row.get("sync_status")))
-        if field is not None:
-            counts[field] = int((row.get("count") or {}).get("id") or 0)
+    for row in _aggregate(directus, ["sync_status"]):
+        _add(counts, row)
     return counts
+
+
+def connection_counts(directus: DirectusClient, roster: Roster) -> dict[str, dict[str, int]]:
+    """Each connection's bookings by sync status, in one aggregate request for all of them: grouped by the
+    routing field too, each group counted where the roster routes it (bookings nobody serves nowhere: they
+    are in error, and say why)."""
+    group_by = ["sync_status", *([roster.route_field] if roster.route_field else [])]
+    counts = {spec.id: dict.fromkeys(COUNTED.values(), 0) for spec in roster.specs}
+    for row in _aggregate(directus, group_by):
+        spec = roster.route(row)
+        if spec is not None:
+            _add(counts[spec.id], row)
+    return counts
+
+
+def _status_item(
+    store: SyncStore, connection: str, connect_url: str | None, tick: timedelta
+) -> dict[str, Any]:
+    """What one connection's item shows: its status, the refusal of an earlier publish, its fresh link."""
+    fields = status_fields(store, connection, tick)
+    fields["last_publish_error"] = store.get_status(connection).publish_error
+    if connect_url:
+        fields["connect_url"] = connect_url
+    return fields
+
+
+def _refused(
+    store: SyncStore, connection: str, fields: dict[str, Any], exc: DirectusError
+) -> tuple[str, dict[str, Any]]:
+    """Record in the connection status that Directus refused its publish; returns the refusal and the
+    fields every version of setup created, to try again with."""
+    refusal = f"{PUBLISH_ERROR_PREFIX} at {utcnow().isoformat(timespec='seconds')}: {exc}"
+    previous = fields["last_error"]
+    combined = f"{previous}; {refusal}" if previous and PUBLISH_ERROR_PREFIX not in previous else refusal
+    store.update_status(connection, {"last_error": combined, "publish_error": refusal})
+    return refusal, {name: fields[name] for name in BASIC_FIELDS} | {"last_error": combined}
+
+
+Items = dict[str, dict[str, Any]]  # connection -> the fields its item shows
+
+
+def _write(store: SyncStore, items: Items, write: Callable[[Items], None]) -> PublishRefused | None:
+    """``write(items)``; when Directus refuses, the refusal is recorded for each connection written and
+    returned, after one more write with only the basic fields if Directus refused rather than being down
+    (perhaps fields this version added, setup not run again: what every version has still tells the truth
+    about the cycle)."""
+    try:
+        write(items)
+    except DirectusError as exc:
+        refusal, basic = "", {}
+        for connection, fields in items.items():
+            refusal, basic[connection] = _refused(store, connection, fields, exc)
+        if not isinstance(exc, DirectusUnavailable):
+            with contextlib.suppress(DirectusError):
+                write(basic)
+        refused = PublishRefused(refusal, exc.status, exc.code)
+        refused.__cause__ = exc
+        return refused
+    return None
+
+
+def _singleton(directus: DirectusClient) -> Callable[[Items], None]:
+    def write(items: Items) -> None:
+        for fields in items.values():  # the one connection it shows
+            directus.update_singleton(SETTINGS_COLLECTION, fields)
+
+    return write
+
+
+def _collection(directus: DirectusClient) -> Callable[[Items], None]:
+    def write(items: Items) -> None:
+        directus.update_connections([{"id": connection, **fields} for connection, fields in items.items()])
+
+    return write
+
+
+def _cleared(store: SyncStore, items: Items, refused: set[str]) -> None:
+    """Earlier refusals that this publish showed are dropped: the next one no longer shows them."""
+    for connection, fields in items.items():
+        if fields["last_publish_error"] and connection not in refused:
+            store.update_status(connection, {"publish_error": None})
 
 
 def publish(
@@ -102,31 +197,61 @@ def publish(
     the next publish that goes through, which then clears it.
 
     Raises DirectusError if Directus refuses; the refusal is recorded first (see module docstring)."""
-    fields = status_fields(store, connection, tick)
-    earlier = store.get_status(connection).publish_error
-    fields["last_publish_error"] = earlier
-    if connect_url:
-        fields["connect_url"] = connect_url
+    items = {connection: _status_item(store, connection, connect_url, tick)}
     try:
-        fields.update(booking_counts(directus))
+        items[connection].update(booking_counts(directus))
     except DirectusError as exc:  # the status itself matters more than the counts
         log.warning("could not count the bookings by sync status", extra=logs.fields(error=str(exc)))
+    refused = _write(store, items, _singleton(directus))
+    if refused is not None:
+        raise refused
+    _cleared(store, items, set())
+
+
+def publish_all(
+    directus: DirectusClient,
+    store: SyncStore,
+    roster: Roster,
+    connect_urls: Mapping[str, str | None],
+    tick: timedelta = timedelta(minutes=5),
+) -> None:
+    """Every connection's status onto its item of the connections collection, and the default
+    connection's onto the settings singleton too (what installations from before connections, and their
+    dashboards, look at): three requests whatever the number of connections (one aggregate read for the
+    counts, one bulk write of every item, one of the singleton). An installation without the collection
+    (the roster's implicit ``default``) gets only the singleton.
+
+    A refusal is recorded per connection, as :func:`publish` does; raises PublishRefused after both writes
+    were tried."""
+    items = {spec.id: _status_item(store, spec.id, connect_urls.get(spec.id), tick) for spec in roster.specs}
     try:
-        directus.update_singleton(SETTINGS_COLLECTION, fields)
+        for connection, counts in connection_counts(directus, roster).items():
+            items[connection].update(counts)
     except DirectusError as exc:
-        refusal = f"{PUBLISH_ERROR_PREFIX} at {utcnow().isoformat(timespec='seconds')}: {exc}"
-        previous = fields["last_error"]
-        combined = f"{previous}; {refusal}" if previous and PUBLISH_ERROR_PREFIX not in previous else refusal
-        store.update_status(connection, {"last_error": combined, "publish_error": refusal})
-        if not isinstance(exc, DirectusUnavailable):
-            # Refused, not down: perhaps fields this version added (setup not run again). What every
-            # version has still tells the truth about the cycle.
-            basic = {name: fields[name] for name in BASIC_FIELDS} | {"last_error": combined}
-            with contextlib.suppress(DirectusError):
-                directus.update_singleton(SETTINGS_COLLECTION, basic)
-        raise PublishRefused(refusal, exc.status, exc.code) from exc
-    if earlier:
-        store.update_status(connection, {"publish_error": None})  # shown now: the next publish drops it
+        log.warning("could not count the bookings by sync status", extra=logs.fields(error=str(exc)))
+    writes: list[tuple[Items, Callable[[Items], None]]] = []
+    if _from_collection(roster) and items:
+        writes.append((items, _collection(directus)))
+    if DEFAULT_CONNECTION in items:
+        writes.append(({DEFAULT_CONNECTION: items[DEFAULT_CONNECTION]}, _singleton(directus)))
+    refusals: list[PublishRefused] = []
+    refused: set[str] = set()
+    for part, write in writes:
+        refusal = _write(store, part, write)
+        if refusal is not None:
+            refusals.append(refusal)
+            refused |= set(part)
+    _cleared(store, items, refused)
+    if refusals:
+        raise refusals[0]
+
+
+def _from_collection(roster: Roster) -> bool:
+    """Whether the roster comes from the connections collection rather than being the implicit one of an
+    installation without it (one nameless ``default`` connection, which setup never creates: its
+    ``default`` item is named "Default")."""
+    only = roster.specs[0] if len(roster.specs) == 1 else None
+    return only is None or roster != Roster.implicit(only.calendar_id, roster.route_field)
 
 
 class PublishRefused(DirectusError):

@@ -252,7 +252,7 @@ def _connections_list(args: argparse.Namespace) -> int:
 
 def _connections_add(args: argparse.Namespace) -> int:
     from calsync.directus.connections import create_connection
-    from calsync.sync.connections import ConnectionInvalid, spec_from_item
+    from calsync.sync.connections import ConnectionInvalid, Roster, spec_from_item
 
     app = _connections_app(args)
     item = {
@@ -266,12 +266,13 @@ def _connections_add(args: argparse.Namespace) -> int:
         spec = spec_from_item(item)
     except ConnectionInvalid as exc:
         return _refuse(str(exc), "for example: calsync connections add alice --staff alice")
-    if app.directus.list_connections() is None:
+    items = app.directus.list_connections()
+    if items is None:
         return _refuse(
             "Directus has no connections collection (or DIRECTUS_TOKEN may not read it)",
             "run `calsync directus setup` first: it creates it",
         )
-    roster = app.roster(fresh=True)
+    roster = Roster.from_items(items, app.settings.route_field)
     if roster.get(spec.id) is not None:
         return _refuse(f"connection {spec.id} exists", "pick another id, or remove that one first")
     taken = next((s for s in roster.specs if s.staff == spec.staff), None)

@@ -36,7 +36,7 @@ import requests
 from pydantic import SecretStr
 
 from calsync import logs
-from calsync.bootstrap import App
+from calsync.bootstrap import App, UnknownConnection
 from calsync.directus.errors import DirectusError
 from calsync.directus.status import SETTINGS_COLLECTION
 from calsync.settings import ANY_ACCOUNT, Settings
@@ -209,19 +209,23 @@ def roster(app: App, fresh: bool = False) -> Roster:
         raise HttpError(503, f"Directus did not answer the connections read: {exc}") from None
 
 
-def known(app: App, connection: str, fresh: bool = False) -> ConnectionSpec:
+def known(app: App, connection: str) -> ConnectionSpec:
     """The connection's definition; a 404 naming it when there is none."""
-    spec = roster(app, fresh).get(connection)
-    if spec is None and not fresh:
-        spec = roster(app, fresh=True).get(connection)  # added since the last read?
-    if spec is None:
-        raise HttpError(
-            404,
-            f"no connection {connection[:64]!r}: add it in {CONNECTIONS_COLLECTION} "
-            "(or `calsync connections add`) first",
-            connection=connection[:64],
-        )
-    return spec
+    try:
+        return app.spec(connection)
+    except UnknownConnection:
+        raise no_such(connection) from None
+    except DirectusError as exc:
+        raise HttpError(503, f"Directus did not answer the connections read: {exc}") from None
+
+
+def no_such(connection: str) -> HttpError:
+    return HttpError(
+        404,
+        f"no connection {connection[:64]!r}: add it in {CONNECTIONS_COLLECTION} "
+        "(or `calsync connections add`) first",
+        connection=connection[:64],
+    )
 
 
 def _uses_another_account(spec: ConnectionSpec) -> flask.Response:
@@ -597,7 +601,7 @@ def disconnect(app: App, connection: str = DEFAULT_CONNECTION) -> dict[str, Any]
     spec = connections.get(connection)
     token = app.tokens.get(connection)
     if spec is None and token is None:
-        known(app, connection, fresh=True)  # raises its 404
+        raise no_such(connection)
     spec = spec or ConnectionSpec(connection)  # removed in Directus, its token left behind: forget it too
     if spec.account_from:
         _forget(app, spec)

@@ -5,6 +5,9 @@ Exit codes (README "Exit codes"): 0 ok; 1 ``directus setup`` could not finish, o
 2 configuration (a missing or invalid setting, a bad command line, an unusable state store); 3 no Google
 account connected, or it needs a new consent; 4 the sync failed (Google or Directus); 5 another cycle is
 running. Known errors print one line and a hint; ``--debug`` adds the traceback.
+
+``connections`` manages the staff calendars (items of Directus's connections collection): ``list``, ``add``
+(prints the new connection's Connect link), ``remove`` (disconnects it first).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from calsync.directus.errors import DirectusAuthError, DirectusError
 from calsync.google.errors import GoogleAccessRevoked, GoogleError
 from calsync.settings import Settings, SettingsError, load_settings
 from calsync.state.store import StoreError, StoreUnavailable
-from calsync.web.http import MissingSettings
+from calsync.web.http import HttpError, MissingSettings
 
 OK, FAILED, CONFIGURATION, NOT_CONNECTED, SYNC_FAILED, BUSY = 0, 1, 2, 3, 4, 5
 # What a cycle's status means for cron.
@@ -162,20 +165,194 @@ def _serve(args: argparse.Namespace) -> int:
     return OK
 
 
-# What `calsync status` reads: the state store (and the project Firestore lives in).
-STATUS_USES = frozenset({"STORE", "GOOGLE_CLOUD_PROJECT"})
+# What `calsync status` reads: the state store (and the project Firestore lives in), and the connections.
+STATUS_USES = frozenset(
+    {"STORE", "GOOGLE_CLOUD_PROJECT", "DIRECTUS_URL", "DIRECTUS_TOKEN", "ROUTE_FIELD", "GOOGLE_CALENDAR_ID"}
+)
 
 
 def _status(args: argparse.Namespace) -> int:
+    from calsync.sync.connection import overview
+
+    _configure_logging(args.debug)
+    app = App(_local_settings(uses=STATUS_USES)[0])
+    body = overview(app.store, app.roster(fresh=True), app.connection)
+    print(json.dumps(body, indent=2))
+    return _worst([_status_exit(each) for each in body["connections"] or [body]])
+
+
+def _status_exit(body: dict[str, Any]) -> int:
+    if body["state"] != "connected":
+        return NOT_CONNECTED
+    return CYCLE_EXIT.get((body["last_cycle"] or {}).get("status", "ok"), OK)
+
+
+def _worst(codes: Sequence[int]) -> int:
+    """One exit code for several connections: a missing consent first, then a failed cycle, then busy."""
+    return next((code for code in (NOT_CONNECTED, SYNC_FAILED, BUSY) if code in codes), OK)
+
+
+# -- connections ----------------------------------------------------------------------------------------
+
+
+def _connections_app(args: argparse.Namespace) -> App:
+    """The App for the connections commands; with an admin token (``--admin-token`` or
+    DIRECTUS_ADMIN_TOKEN), Directus is read and written with it (the sync user may not create or delete
+    connection items)."""
+    from pydantic import SecretStr
+
+    from calsync.local_settings import lookup
+
+    _configure_logging(args.debug)
+    settings, local, _ = _local_settings()
+    admin = getattr(args, "admin_token", None) or lookup("DIRECTUS_ADMIN_TOKEN", local)
+    if admin:
+        settings = settings.model_copy(update={"directus_token": SecretStr(admin)})
+    app = App(settings)
+    app.require("directus_url", "directus_token")
+    return app
+
+
+def _refuse(message: str, hint: str) -> int:
+    print(f"calsync connections: {message}\n  hint: {hint}", file=sys.stderr)
+    return CONFIGURATION
+
+
+def _connections_list(args: argparse.Namespace) -> int:
     from calsync.sync.connection import status_body
 
     _configure_logging(args.debug)
     app = App(_local_settings(uses=STATUS_USES)[0])
-    body = status_body(app.store, app.connection)
-    print(json.dumps(body, indent=2))
-    if body["state"] != "connected":
-        return NOT_CONNECTED
-    return CYCLE_EXIT.get((body["last_cycle"] or {}).get("status", "ok"), OK)
+    roster = app.roster(fresh=True)
+    rows = [status_body(app.store, spec.id, spec) for spec in roster.specs]
+    for problem in roster.problems:
+        log.warning("connection ignored", extra=logs.fields(reason=problem))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return OK
+    table = [("ID", "NAME", "STAFF", "CALENDAR", "ACCOUNT", "STATE", "LAST CYCLE")]
+    for row in rows:
+        last = row["last_cycle"] or {}
+        cycle = f"{last.get('status', '?')} {row['last_cycle_at']}" if row["last_cycle_at"] else "never"
+        via = f" (via {row['account_from']})" if row["account_from"] else ""
+        table.append(
+            (
+                row["connection"],
+                row["name"] or "",
+                row["staff"] if row["staff"] is not None else "(no value)",
+                row["calendar_id"],
+                (row["account"] or "-") + via,
+                row["state"],
+                cycle,
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    return OK
+
+
+def _connections_add(args: argparse.Namespace) -> int:
+    from calsync.directus.connections import create_connection
+    from calsync.sync.connections import ConnectionInvalid, Roster, spec_from_item
+
+    app = _connections_app(args)
+    item = {
+        "id": args.id,
+        "name": args.name,
+        "staff": args.staff,
+        "calendar_id": args.calendar,
+        "account_from": args.account_from,
+    }
+    try:
+        spec = spec_from_item(item)
+    except ConnectionInvalid as exc:
+        return _refuse(str(exc), "for example: calsync connections add alice --staff alice")
+    items = app.directus.list_connections()
+    if items is None:
+        return _refuse(
+            "Directus has no connections collection (or DIRECTUS_TOKEN may not read it)",
+            "run `calsync directus setup` first: it creates it",
+        )
+    roster = Roster.from_items(items, app.settings.route_field)
+    if roster.get(spec.id) is not None:
+        return _refuse(f"connection {spec.id} exists", "pick another id, or remove that one first")
+    taken = next((s for s in roster.specs if s.staff == spec.staff), None)
+    if taken is not None:
+        who = f"bookings with staff {spec.staff!r}" if spec.staff else "bookings without a staff value"
+        return _refuse(f"{who} are served by {taken.id} already", "give --staff the staff member's value")
+    if spec.account_from is not None:
+        owner = roster.get(spec.account_from)
+        if owner is None or owner.account_from is not None:
+            return _refuse(
+                f"--account-from {spec.account_from}: no connection of that id holds its own Google account",
+                "name a connection that is connected itself (calsync connections list)",
+            )
+        if spec.calendar_id == owner.calendar_id:
+            return _refuse(
+                f"{spec.id} would write to the same calendar as {owner.id} ({owner.calendar_id})",
+                "give --calendar the id of the secondary calendar (Google Calendar settings, "
+                "Integrate calendar, Calendar ID)",
+            )
+    create_connection(app.directus, spec)
+    staff = f"bookings with staff {spec.staff!r}" if spec.staff else "bookings without a staff value"
+    print(f"added connection {spec.id} ({spec.label}): {staff} go to calendar {spec.calendar_id}")
+    if spec.account_from is not None:
+        print(f"it uses the Google account connected on {spec.account_from}: there is nothing to connect")
+        return OK
+    if app.settings.missing("connect_key", "google_redirect_uri"):
+        print(
+            "set CONNECT_KEY and GOOGLE_REDIRECT_URI to print its Connect link "
+            "(Directus shows it on the connection's item)",
+            file=sys.stderr,
+        )
+        return OK
+    from calsync.state.store import utcnow
+    from calsync.web.links import signed_connect_url
+
+    print(
+        f"send {spec.label} this Connect link (valid 24 h; Directus shows a fresh one on the item); they open "
+        "it and consent with their own Google account:"
+    )
+    print(signed_connect_url(app.settings, spec.id, utcnow()))
+    return OK
+
+
+def _connections_remove(args: argparse.Namespace) -> int:
+    from calsync.directus.connections import delete_connection
+    from calsync.sync.connections import CONNECTION_ID
+    from calsync.web import oauth
+
+    if not CONNECTION_ID.match(args.id):
+        return _refuse(f"{args.id!r} is not a connection id", "see calsync connections list")
+    app = _connections_app(args)
+    roster = app.roster(fresh=True)
+    users = [s.id for s in roster.specs if s.account_from == args.id]
+    if users:
+        return _refuse(
+            f"{', '.join(users)} use the Google account of {args.id} (account_from)",
+            "remove those first, or point their account_from at another connection",
+        )
+    spec = roster.get(args.id)
+    if spec is None and app.tokens.get(args.id) is None:
+        return _refuse(f"no connection {args.id}", "see calsync connections list")
+    borrowed = spec is not None and spec.account_from is not None
+    if not args.yes:
+        what = "stops its sync" if borrowed else "revokes its Google token"
+        return _refuse(
+            f"removing {args.id} {what}, forgets its mappings and deletes its item",
+            f"run `calsync connections remove {args.id} --yes` to do it",
+        )
+    result = oauth.disconnect(app, args.id)
+    result["removed"] = delete_connection(app.directus, args.id)
+    print(json.dumps(result, indent=2))
+    if not result["revoked"] and not borrowed:
+        print(
+            f"calsync: the token was forgotten here but not revoked at Google ({result['detail']})\n"
+            "  hint: remove the app at https://myaccount.google.com/permissions of that account",
+            file=sys.stderr,
+        )
+    return OK
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -377,13 +554,72 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         parents=[debug],
-        help="print the connection status as JSON",
-        description="Print the connection status as JSON (what GET /status answers). Exits 0 when connected "
-        "and the last cycle went well, 3 when not connected or a reconnect is needed, 4 when the last cycle "
-        "failed.",
+        help="print every connection's status as JSON",
+        description="Print every connection's status as JSON (what GET /status answers: the default "
+        "connection's fields on top, each connection under connections). Exits 0 when every connection is "
+        "connected and its last cycle went well, 3 when one is not connected or needs a reconnect, 4 when "
+        "one's last cycle failed.",
     )
     status.set_defaults(run=_status)
+    _connections_parser(commands, debug)
     return parser
+
+
+def _connections_parser(commands: Any, debug: argparse.ArgumentParser) -> None:
+    connections = commands.add_parser(
+        "connections",
+        parents=[debug],
+        help="list, add and remove the staff calendars (connections)",
+        description="The connections in Directus's calendar_sync_connections collection: one per Google "
+        "calendar, each serving the bookings whose ROUTE_FIELD equals its staff value.",
+    )
+    verbs = connections.add_subparsers(dest="connections_command", required=True, metavar="COMMAND")
+    listing = verbs.add_parser(
+        "list",
+        parents=[debug],
+        help="every connection: id, name, staff, calendar, account, state, last cycle",
+        description="Every connection with its account, state and last cycle (from Directus and the state "
+        "store).",
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON list instead (default: off)")
+    listing.set_defaults(run=_connections_list)
+    admin = (
+        "an administrator's static token for the write (default: $DIRECTUS_ADMIN_TOKEN, else DIRECTUS_TOKEN)"
+    )
+    add = verbs.add_parser(
+        "add",
+        parents=[debug],
+        help="add a connection and print its Connect link",
+        description="Create a connection item in Directus and print its signed Connect link (valid 24 h), "
+        "for the staff member to consent with their own Google account. With --account-from it uses "
+        "another connection's Google account (a secondary calendar of one business account): nothing to "
+        "connect.",
+    )
+    add.add_argument("id", help="the connection id: lowercase letters, digits, - and _ (no default)")
+    add.add_argument("--name", help="a name people recognise (default: the id)")
+    add.add_argument(
+        "--staff",
+        help="the ROUTE_FIELD value whose bookings it serves (default: none, i.e. bookings without a value)",
+    )
+    add.add_argument("--calendar", default="primary", help="the Google calendar id (default: primary)")
+    add.add_argument(
+        "--account-from",
+        help="the connection whose Google account it uses, for a secondary calendar (default: its own)",
+    )
+    add.add_argument("--admin-token", help=admin)
+    add.set_defaults(run=_connections_add)
+    remove = verbs.add_parser(
+        "remove",
+        parents=[debug],
+        help="disconnect a connection, then delete it",
+        description="Disconnect the connection (revoking its Google token, unless it uses another "
+        "connection's account) and forget its mappings, then delete its item. Refused while other "
+        "connections use its account.",
+    )
+    remove.add_argument("id", help="the connection id (no default)")
+    remove.add_argument("--yes", action="store_true", help="do it; without it nothing changes (default: off)")
+    remove.add_argument("--admin-token", help=admin)
+    remove.set_defaults(run=_connections_remove)
 
 
 def describe(exc: BaseException, settings_hint: str = SETTINGS_HINT) -> tuple[int, str, str | None]:
@@ -396,6 +632,8 @@ def describe(exc: BaseException, settings_hint: str = SETTINGS_HINT) -> tuple[in
         )
     if isinstance(exc, SettingsError):
         return CONFIGURATION, str(exc), settings_hint
+    if isinstance(exc, HttpError):  # what a route would answer, e.g. Directus not answering the roster read
+        return (SYNC_FAILED if exc.status >= 500 else CONFIGURATION), exc.message, None
     if isinstance(exc, StoreUnavailable):  # a store outage during a cycle: the next one retries
         return (
             SYNC_FAILED,

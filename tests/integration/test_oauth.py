@@ -22,6 +22,15 @@ pytestmark = [pytest.mark.google, pytest.mark.directus]
 ADMIN = {"Authorization": f"Bearer {CONNECT_KEY}"}
 
 
+@pytest.fixture(autouse=True)
+def first_syncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The first sync a consent asks for, recorded rather than run on a thread of its own, so that it
+    cannot race the cycles these tests run themselves."""
+    asked: list[tuple[str, str]] = []
+    monkeypatch.setattr(App, "request_sync", lambda _app, c, reason: asked.append((c, reason)))
+    return asked
+
+
 def start(product: Product, key: str | None = None) -> requests.Response:
     """/start as a person opens it: through the signed link Directus shows, or with a key."""
     if key is None:
@@ -98,11 +107,12 @@ def test_start_redirects_to_consent_with_offline_pkce_and_a_signed_state(product
 
 
 def test_full_connection_stores_the_token_and_shows_who_is_connected(
-    product: Product, tmp_path: Path
+    product: Product, tmp_path: Path, first_syncs: list[tuple[str, str]]
 ) -> None:
     params = consent(product)
     response = callback(product, params)
     assert response.status_code == 302
+    assert first_syncs == [("default", "connected")]  # the first cycle starts now, not at the next tick
     assert (
         response.headers["Location"]
         == f"https://crm.example.com/admin/content/calendar_sync?calendar_connected={ACCOUNT.replace('@', '%40')}"

@@ -115,6 +115,24 @@ def test_connections_are_independent(tokens: TokenStore) -> None:
     assert tokens.get() is None
 
 
+def test_several_connections_never_touch_each_other(make_store: Callable[[], TokenStore]) -> None:
+    """Staff calendars: one connection's put or delete leaves every other connection's token as it was."""
+    tokens = make_store()
+    staff = {"default": TOKEN + "-d", "alice": TOKEN + "-a", "bob_2": TOKEN + "-b", "team-x": TOKEN + "-t"}
+    for connection, token in staff.items():
+        tokens.put(token, connection)
+    tokens.put(TOKEN + "-a2", "alice")
+    staff["alice"] = TOKEN + "-a2"
+    tokens.delete("bob_2")
+    del staff["bob_2"]
+    tokens.delete("nobody")  # never stored: nothing to forget, nothing else touched
+    again = make_store()  # another process sees the same
+    seen = {c: again.get(c) for c in ("default", "alice", "bob_2", "team-x", "nobody")}
+    assert seen == {**staff, "bob_2": None, "nobody": None}
+    tokens.delete()
+    assert again.get() is None and again.get("alice") == TOKEN + "-a2" and again.get("team-x") == TOKEN + "-t"
+
+
 def test_another_store_object_sees_the_same_token(make_store: Callable[[], TokenStore]) -> None:
     make_store().put(TOKEN)
     assert make_store().get() == TOKEN
@@ -195,6 +213,51 @@ def test_a_corrupt_file_is_a_store_error_naming_the_file_not_its_content(
         assert TOKEN not in message and "42" not in message
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert path.read_bytes() == before  # never overwritten: it may hold other connections' tokens
+
+
+def test_each_connection_has_its_own_private_file_beside_the_default_one(tmp_path: Path) -> None:
+    store = FileTokenStore(tmp_path / "state" / "refresh_token")
+    store.put(TOKEN)
+    store.put(TOKEN + "-alice", "alice")
+    folder = tmp_path / "state"
+    assert sorted(p.name for p in folder.iterdir()) == ["refresh_token", "refresh_token.alice"]
+    assert json.loads((folder / "refresh_token").read_text()) == {"default": TOKEN}  # today's file, unchanged
+    assert json.loads((folder / "refresh_token.alice").read_text()) == {"alice": TOKEN + "-alice"}
+    assert (folder / "refresh_token.alice").stat().st_mode & 0o777 == 0o600
+    store.delete("alice")
+    # a removed connection leaves nothing behind
+    assert sorted(p.name for p in folder.iterdir()) == ["refresh_token"]
+    for bad in ("../escape", ".hidden", "a/b", ""):
+        with pytest.raises(StoreError, match="connection id"):
+            store.put(TOKEN, bad)
+    assert sorted(p.name for p in folder.iterdir()) == ["refresh_token"]
+
+
+def test_the_first_format_with_several_connections_in_one_file_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "refresh_token"
+    path.write_text(json.dumps({"default": TOKEN, "staff-2": TOKEN + "-staff"}))
+    path.chmod(0o600)
+    store = FileTokenStore(path)
+    assert store.get() == TOKEN and store.get("staff-2") == TOKEN + "-staff"
+    store.put(TOKEN + "-staff-new", "staff-2")  # moves to its own file, and out of the shared one
+    assert json.loads(path.read_text()) == {"default": TOKEN}
+    assert store.get("staff-2") == TOKEN + "-staff-new"
+    path.write_text(json.dumps({"default": TOKEN, "old": TOKEN + "-old"}))
+    store.delete("old")
+    assert store.get("old") is None and json.loads(path.read_text()) == {"default": TOKEN}
+
+
+def test_a_damaged_file_harms_only_its_own_connection(tmp_path: Path) -> None:
+    store = FileTokenStore(tmp_path / "refresh_token")
+    store.put(TOKEN + "-alice", "alice")
+    (tmp_path / "refresh_token").write_text("{damaged")
+    assert store.get("alice") == TOKEN + "-alice"
+    store.put(TOKEN + "-bob", "bob")
+    store.delete("alice")
+    assert store.get("bob") == TOKEN + "-bob"
+    with pytest.raises(StoreError, match="corrupt"):
+        store.get()
+    assert (tmp_path / "refresh_token").read_text() == "{damaged"  # left for its owner to look at
 
 
 def test_an_empty_file_holds_no_token(tmp_path: Path) -> None:
@@ -284,6 +347,25 @@ def test_other_connections_live_in_secrets_of_their_own(secretmanager_fake: Secr
     ]
     with pytest.raises(StoreError, match="connection id"):
         store.put(TOKEN, "not/a secret id")
+
+
+@pytest.mark.secretmanager
+def test_a_connections_put_and_delete_touch_only_its_own_secret(
+    secretmanager_fake: SecretManagerFake,
+) -> None:
+    store = sm_store(secretmanager_fake)
+    store.put(TOKEN)
+    store.put(TOKEN + "-bob", "bob")
+    secretmanager_fake.calls.clear()
+    store.put(TOKEN + "-alice", "alice")
+    store.put(TOKEN + "-alice-2", "alice")
+    store.delete("alice")
+    created = [c for c in secretmanager_fake.calls if c.method == "CreateSecret"]
+    assert len(created) == 1  # on the project: the first put of a new connection makes its secret
+    touched = {c.resource.split("/versions/")[0] for c in secretmanager_fake.calls if c not in created}
+    assert touched == {secretmanager_fake.secret_name(SECRET_ID + "-alice")}, touched
+    assert store.get() == TOKEN and store.get("bob") == TOKEN + "-bob" and store.get("alice") is None
+    assert store.secret_for("alice") == secretmanager_fake.secret_name(SECRET_ID) + "-alice"
 
 
 @pytest.mark.secretmanager

@@ -291,6 +291,9 @@ def test_secret_values_never_pass_through_terraform(tf: Config) -> None:
 def test_secret_iam_is_per_secret_and_least_privilege(tf: Config) -> None:
     for kind, name, body in tf.all_resources():
         if kind.startswith(("google_project_iam", "google_folder_iam", "google_organization_iam")):
+            if (kind, name) in {("google_project_iam_member", "token_reader"),
+                                ("google_project_iam_member", "token_writer")}:  # fmt: skip
+                continue  # further connections' token secrets: conditioned on their names (next test)
             assert "secretmanager" not in str(body.get("role", "")), (
                 f"{kind}.{name}: secret roles go on the secret"
             )
@@ -314,6 +317,45 @@ def test_secret_iam_is_per_secret_and_least_privilege(tf: Config) -> None:
     assert "webhook_secret" in env["booking_hook"] and "connect_key" in env["oauth_callback"]
     assert "connect_key" not in env["booking_hook"] + env["calendar_import"]
     assert "webhook_secret" not in env["oauth_callback"] + env["calendar_import"]
+
+
+def test_further_connections_tokens_are_reachable_only_under_the_token_secrets_name(tf: Config) -> None:
+    """Staff calendars: a connection's secret is made at its first consent, so its grants sit on the project,
+    each conditioned on the name prefix of calsync's token secrets (with the project number, as Secret
+    Manager names resources in IAM conditions)."""
+    prefix = tf.locals["token_secret_prefix"]
+    assert prefix == (
+        "projects/${data.google_project.main.number}/secrets/${local.secrets.refresh_token.name}-"
+    ), prefix
+    assert ("google_project", "main") in tf.data
+    assert (
+        tf.locals["token_secret_condition"] == 'resource.name.startsWith(\\"${local.token_secret_prefix}\\")'
+    )
+    grants = tf.of_type("google_project_iam_member")
+    reader, writer = grants["token_reader"], grants["token_writer"]
+    assert (
+        reader["for_each"] == "${local.functions}" and reader["role"] == "roles/secretmanager.secretAccessor"
+    )
+    assert reader["member"] == "serviceAccount:${google_service_account.function[each.key].email}"
+    assert writer["member"] == 'serviceAccount:${google_service_account.function["oauth_callback"].email}'
+    assert writer["role"] == "${google_project_iam_custom_role.token_writer.id}"
+    for grant in (reader, writer):
+        assert one(grant["condition"])["expression"] == "${local.token_secret_condition}"
+    role = tf.resources[("google_project_iam_custom_role", "token_writer")]
+    assert set(role["permissions"]) == {
+        "secretmanager.secrets.create",  # the connection's secret, on its first consent
+        "secretmanager.versions.access",
+        "secretmanager.versions.add",
+        "secretmanager.versions.destroy",
+        "secretmanager.versions.disable",
+        "secretmanager.versions.list",
+    }, "what the Secret Manager token store calls, and nothing else (no delete, no IAM, no other secret)"
+    # the store names them so: the default connection's secret, then "-<connection>"
+    from calsync.state.tokens_secretmanager import SecretManagerTokenStore
+
+    store = SecretManagerTokenStore("projects/123/secrets/calsync-refresh-token")
+    assert store.secret_for("alice") == "projects/123/secrets/calsync-refresh-token-alice"
+    assert store.secret_for("default") == "projects/123/secrets/calsync-refresh-token"
 
 
 def test_no_basic_roles_anywhere(tf: Config) -> None:

@@ -1,11 +1,17 @@
-"""TokenStore in a local file: the embedded default (``TOKEN_STORE=file:///path``).
+"""TokenStore in local files: the embedded default (``TOKEN_STORE=file:///path``).
 
-The file holds ``{connection: refresh_token}`` as JSON, so several connections fit in one file. It is never
-readable by anyone else, not even for a moment: each write goes to a new temporary file in the same directory,
-created with ``O_CREAT | O_EXCL`` and mode 0600 (a name nobody else can have pre-created or linked), which
-then replaces the old file atomically (``os.replace``), so a reader sees the old content or the new, never
-half of it. A missing directory is created 0700; an existing one is left as the user made it (it may be the
-working directory). Errors name the file, never its content, which may be a token.
+One file per connection, each holding ``{connection: refresh_token}`` as JSON: the default connection's is
+``path`` itself (today's file, so an installation from before connections keeps its token with nothing to
+do), every other connection's lies beside it as ``<path>.<connection>`` (``refresh_token.alice``). One file
+each, so a put or delete rewrites only that connection's token and a damaged file harms only its own.
+Files of the first format held several connections in ``path``; such an entry is still read, and moves to
+its own file on the next put (or goes on delete).
+
+No file is readable by anyone else, not even for a moment: each write goes to a new temporary file in the
+same directory, created with ``O_CREAT | O_EXCL`` and mode 0600 (a name nobody else can have pre-created or
+linked), which then replaces the old file atomically (``os.replace``), so a reader sees the old content or
+the new, never half of it. A missing directory is created 0700; an existing one is left as the user made it
+(it may be the working directory). Errors name the file, never its content, which may be a token.
 
 Writes are serialised within a process; two processes writing at once could lose one's change (the embedded
 mode runs one process).
@@ -17,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
@@ -29,6 +36,8 @@ log = logging.getLogger(__name__)
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+# What may follow ``<path>.``: a connection id, never a path (no separator, no leading dot).
+_FILE_SUFFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class FileTokenStore(TokenStore):
@@ -36,39 +45,74 @@ class FileTokenStore(TokenStore):
         self.path = Path(path)
         self._lock = threading.Lock()
 
+    def path_for(self, connection: str) -> Path:
+        """The file that holds this connection's token."""
+        if connection == DEFAULT_CONNECTION:
+            return self.path
+        if not _FILE_SUFFIX.match(connection):
+            raise StoreError(f"connection id {connection!r} cannot be part of a token file name")
+        return self.path.with_name(f"{self.path.name}.{connection}")
+
     def get(self, connection: str = DEFAULT_CONNECTION) -> str | None:
+        path = self.path_for(connection)
         with self._lock:
-            token = self._read().get(connection)
+            token = self._read(path).get(connection)
+            if token is None and path != self.path:
+                token = self._legacy().get(connection)
         logs.register_secret(token)
         return token
 
     def put(self, token: str, connection: str = DEFAULT_CONNECTION) -> None:
         logs.register_secret(token)
+        path = self.path_for(connection)
         with self._lock:
-            data = self._read()
+            data = self._read(path)
             data[connection] = token
-            self._write(data)
+            self._write(path, data)
+            self._drop_legacy(path, connection)
 
     def delete(self, connection: str = DEFAULT_CONNECTION) -> None:
+        path = self.path_for(connection)
         with self._lock:
-            data = self._read()
+            data = self._read(path)
             if connection in data:
                 del data[connection]
-                self._write(data)  # rewritten, not edited: the old bytes go with the replaced file
+                if data or path == self.path:
+                    self._write(path, data)  # rewritten, not edited: the old bytes go with the old file
+                else:
+                    self._remove(path)  # a removed connection leaves no file behind
+            self._drop_legacy(path, connection)
 
     # -- internals ------------------------------------------------------------------------------------
-    def _read(self) -> dict[str, str]:
+    def _legacy(self) -> dict[str, str]:
+        """The default file as the first format used it (every connection's token in it). A damaged
+        default file is the default connection's problem, not another connection's: read as empty."""
         try:
-            with self.path.open("rb") as handle:
+            return self._read(self.path)
+        except StoreError:
+            return {}
+
+    def _drop_legacy(self, path: Path, connection: str) -> None:
+        """Once a connection has its own file, its entry in the first format's shared file goes."""
+        if path == self.path:
+            return
+        legacy = self._legacy()
+        if connection in legacy:
+            del legacy[connection]
+            self._write(self.path, legacy)
+
+    def _read(self, path: Path) -> dict[str, str]:
+        try:
+            with path.open("rb") as handle:
                 mode = os.fstat(handle.fileno()).st_mode
                 raw = handle.read()
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise StoreError(f"cannot read the token file {self.path}: {exc.strerror}") from None
+            raise StoreError(f"cannot read the token file {path}: {exc.strerror}") from None
         if stat.S_IMODE(mode) & 0o077:
             # Someone widened it (or made it by hand); the next write restores 0600.
-            log.warning("the token file is readable by others", extra=logs.fields(path=str(self.path)))
+            log.warning("the token file is readable by others", extra=logs.fields(path=str(path)))
         if not raw.strip():
             return {}  # e.g. made with `touch`: nothing stored yet
         try:
@@ -80,14 +124,14 @@ class FileTokenStore(TokenStore):
         ):
             # ``from None`` and no excerpt: the content may be a token.
             raise StoreError(
-                f"the token file {self.path} is corrupt (expected a JSON object of connection: token); "
+                f"the token file {path} is corrupt (expected a JSON object of connection: token); "
                 "remove it and connect Google again"
             ) from None
         return data
 
-    def _write(self, data: dict[str, str]) -> None:
-        directory = self.path.parent
-        tmp = directory / f".{self.path.name}.{secrets.token_hex(8)}.tmp"
+    def _write(self, path: Path, data: dict[str, str]) -> None:
+        directory = path.parent
+        tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
         try:
             self._make_directory(directory)
             flags = (
@@ -105,13 +149,20 @@ class FileTokenStore(TokenStore):
                     handle.write(json.dumps(data, sort_keys=True).encode("utf-8"))
                     handle.flush()
                     os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
+                os.replace(tmp, path)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
             self._sync_directory(directory)
         except OSError as exc:
-            raise StoreError(f"cannot write the token file {self.path}: {exc.strerror}") from None
+            raise StoreError(f"cannot write the token file {path}: {exc.strerror}") from None
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot remove the token file {path}: {exc.strerror}") from None
 
     @staticmethod
     def _make_directory(directory: Path) -> None:

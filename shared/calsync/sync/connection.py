@@ -2,6 +2,9 @@
 
 ``invalid_grant`` (a revoked or expired refresh token) can surface anywhere the product talks to Google;
 every such place calls :func:`mark_needs_reconnect`, which records it once and logs ERROR once.
+
+A connection with ``account_from`` has no consent of its own: it is as connected as the connection whose
+Google account it uses, unless it was disconnected itself (which stops only its calendar).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 from calsync import logs
 from calsync.state.store import ConnectionStatus, Cursor, SyncStore, utcnow
+from calsync.sync.connections import ConnectionSpec, Roster
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,12 @@ def mark_connected(
 
 
 def mark_needs_reconnect(store: SyncStore, connection: str, reason: str) -> bool:
-    """Record that only a new consent can fix the connection. True if this call made the transition."""
+    """Record that only a new consent can fix the connection. True if this call made the transition.
+
+    Not for a connection disconnected meanwhile (a cycle still running when an admin disconnected it meets
+    the token just revoked): it needs no reconnect, it was let go."""
+    if store.get_status(connection).state == "disconnected":
+        return False
     before, _ = store.update_status(
         connection, {"state": "needs_reconnect", "last_error": f"Google refused the stored token: {reason}"}
     )
@@ -63,20 +72,42 @@ def mark_disconnected(store: SyncStore, connection: str, collection: str, calend
     )
 
 
-def status_body(store: SyncStore, connection: str) -> dict[str, Any]:
-    """What /status (and the Directus settings item) shows: the connection, the last cycle, what waits."""
+def status_body(store: SyncStore, connection: str, spec: ConnectionSpec | None = None) -> dict[str, Any]:
+    """What /status (and Directus) shows of one connection: the account, the last cycle, what waits.
+    With its ``spec``, also what the admin defined (name, staff, calendar, account_from)."""
     status = store.get_status(connection)
-    return {
+    consent = status
+    if spec is not None and spec.account_from and status.state != "disconnected":
+        consent = store.get_status(spec.account_from)  # connected through the other's consent
+    body: dict[str, Any] = {
         "connection": connection,
-        "connected": status.state == "connected",
-        "state": status.state,
-        "needs_reconnect": status.state == "needs_reconnect",
-        "account": status.account,
-        "scopes": list(status.scopes),
-        "connected_at": status.connected_at.isoformat() if status.connected_at else None,
+        "connected": consent.state == "connected",
+        "state": consent.state,
+        "needs_reconnect": consent.state == "needs_reconnect",
+        "account": consent.account,
+        "scopes": list(consent.scopes),
+        "connected_at": consent.connected_at.isoformat() if consent.connected_at else None,
         "last_cycle_at": status.last_cycle_at.isoformat() if status.last_cycle_at else None,
         "last_cycle": dict(status.last_cycle) if status.last_cycle else None,
         "last_error": status.last_error,
         "pending_outbox": store.count_outbox(connection),
         "dead_letters": store.count_dead_letters(connection),
+    }
+    if spec is not None:
+        body.update(
+            name=spec.name,
+            staff=spec.staff,
+            calendar_id=spec.calendar_id,
+            account_from=spec.account_from,
+        )
+    return body
+
+
+def overview(store: SyncStore, roster: Roster, default: str) -> dict[str, Any]:
+    """Every connection's status under ``connections``; the top-level fields are ``default``'s, as /status
+    answered before there were several (scripts that read ``connected`` or ``state`` keep working)."""
+    return {
+        **status_body(store, default, roster.get(default)),
+        "connections": [status_body(store, spec.id, spec) for spec in roster.specs],
+        "problems": list(roster.problems),
     }

@@ -12,7 +12,7 @@ import logging
 import flask
 
 from calsync.bootstrap import App, get_app
-from calsync.sync.connection import status_body
+from calsync.sync.connection import overview, status_body
 from calsync.web.http import (
     HttpError,
     MissingSettings,
@@ -45,32 +45,37 @@ def _require_connect_key(request: flask.Request, app: App, query_allowed: bool =
 
 @guarded("oauth_callback")
 def oauth_callback(request: flask.Request) -> flask.Response:
-    """Connect a Google account: /start, /callback, /status, /disconnect."""
+    """Connect a Google account to a connection: /start, /callback, /status, /disconnect."""
     app = get_app()
     route = _route(request)
-    if route == "/status":
-        require_method(request, "GET")
-        _require_connect_key(request, app, query_allowed=True)
-        return json_response(200, status_body(app.store, app.connection))
-    if route not in ("/start", "/callback", "/disconnect"):
+    if route not in ("/start", "/callback", "/status", "/disconnect"):
         raise HttpError(404, f"no route {route}; use /start, /callback, /status or /disconnect")
     from calsync.web import oauth  # only this function pays for oauthlib
 
+    if route == "/status":
+        require_method(request, "GET")
+        _require_connect_key(request, app, query_allowed=True)
+        connection = request.args.get("connection")
+        if connection is not None:
+            return json_response(200, status_body(app.store, connection, oauth.known(app, connection)))
+        return json_response(200, overview(app.store, oauth.roster(app), app.connection))
     if route == "/disconnect":
         require_method(request, "POST")
         _require_connect_key(request, app)
         app.require("google_client_id", "google_client_secret", "google_redirect_uri")
-        return json_response(200, oauth.disconnect(app))
+        return json_response(200, oauth.disconnect(app, request.args.get("connection") or app.connection))
     require_method(request, "GET")
     if app.settings.connect_key is None:  # it signs links and states
         raise MissingSettings(["CONNECT_KEY"])
+    connection = app.connection
     if route == "/start":
-        refused = oauth.check_start(app, request)  # a signed link, or the key itself
-        if refused is not None:
-            return refused
+        checked = oauth.check_start(app, request)  # a signed link, or the key itself
+        if isinstance(checked, flask.Response):
+            return checked
+        connection = checked
     app.require("google_client_id", "google_client_secret", "google_redirect_uri")
     if route == "/start":
-        return oauth.start(app)
+        return oauth.start(app, connection)
     return oauth.callback(app, request)
 
 

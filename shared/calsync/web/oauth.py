@@ -5,6 +5,13 @@ is unguessable, signed with a key derived from CONNECT_KEY (a forged one is refu
 single-use (consumed atomically from the SyncStore together with its PKCE verifier). Only this module imports
 oauthlib, so the other functions do not pay for it.
 
+Every step is for one connection: the signed Connect link (or ``?connection=``) names it, the OAuth state
+carries it, and the callback stores the refresh token under it. A connection with ``account_from`` has no
+consent of its own: connecting the connection it names connects it too. One Google account serves one
+connection and those that name it in ``account_from``; the same account consenting on a second connection
+is refused (its calendars are reached through ``account_from`` instead), because two consents of one
+account would share one grant at Google, and revoking either would end both.
+
 Scopes: ``calendar.events`` is all the sync needs (read and write events, incremental sync); ``openid`` and
 ``userinfo.email`` let the token response say which account consented (its ID token), without an extra call
 and without the broader ``calendar`` scope.
@@ -29,13 +36,15 @@ import requests
 from pydantic import SecretStr
 
 from calsync import logs
-from calsync.bootstrap import App
+from calsync.bootstrap import App, UnknownConnection
+from calsync.directus.errors import DirectusError
 from calsync.directus.status import SETTINGS_COLLECTION
 from calsync.settings import ANY_ACCOUNT, Settings
-from calsync.state.store import OAuthState, StoreError, utcnow
+from calsync.state.store import DEFAULT_CONNECTION, OAuthState, StoreError, utcnow
 from calsync.sync.connection import mark_connected, mark_disconnected
+from calsync.sync.connections import CONNECTIONS_COLLECTION, ConnectionSpec, Roster
 from calsync.web import links
-from calsync.web.http import require_key
+from calsync.web.http import HttpError, require_key
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +175,14 @@ def _forget_browser(response: flask.Response, settings: Settings) -> flask.Respo
 # -- the Connect link ---------------------------------------------------------------------------------
 
 
-def check_start(app: App, request: flask.Request) -> flask.Response | None:
-    """/start is opened with a signed ``link`` (what Directus shows) or the key itself; a page if refused."""
+def check_start(app: App, request: flask.Request) -> str | flask.Response:
+    """/start is opened with a signed ``link`` (what Directus shows, naming its connection) or the key itself
+    (``?connection=ID``, default ``default``). The connection to connect, or a page if refused."""
     assert app.settings.connect_key is not None
     token = request.args.get("link")
     if token is None:
         require_key(request, app.settings.connect_key, "CONNECT_KEY")
-        return None
+        return request.args.get("connection") or DEFAULT_CONNECTION
     try:
         connection, _ = links.check_connect_link(app.settings.connect_key.get_secret_value(), token, utcnow())
     except links.LinkExpired:
@@ -188,9 +198,45 @@ def check_start(app: App, request: flask.Request) -> flask.Response | None:
             "This connect link was not made by this installation, or it was changed.",
             "Open the “Connect Google Calendar” link in Directus's settings item again.",
         )
-    if connection != app.connection:
-        return page(403, "Unrecognised connect link", "This connect link belongs to another connection.")
-    return None
+    return connection
+
+
+def roster(app: App, fresh: bool = False) -> Roster:
+    """The connections, or a 503 naming Directus when it cannot say which there are."""
+    try:
+        return app.roster(fresh=fresh)
+    except DirectusError as exc:
+        raise HttpError(503, f"Directus did not answer the connections read: {exc}") from None
+
+
+def known(app: App, connection: str) -> ConnectionSpec:
+    """The connection's definition; a 404 naming it when there is none."""
+    try:
+        return app.spec(connection)
+    except UnknownConnection:
+        raise no_such(connection) from None
+    except DirectusError as exc:
+        raise HttpError(503, f"Directus did not answer the connections read: {exc}") from None
+
+
+def no_such(connection: str) -> HttpError:
+    return HttpError(
+        404,
+        f"no connection {connection[:64]!r}: add it in {CONNECTIONS_COLLECTION} "
+        "(or `calsync connections add`) first",
+        connection=connection[:64],
+    )
+
+
+def _uses_another_account(spec: ConnectionSpec) -> flask.Response:
+    owner = spec.account_from
+    return page(
+        409,
+        "This calendar uses another connection's Google account",
+        f"The calendar of {spec.label} uses the Google account connected on {owner}: connect that one, "
+        f"and {spec.label} is connected with it (one consent serves all the calendars of one account).",
+        f"Open the Connect link of {owner}.",
+    )
 
 
 # -- the consent flow ---------------------------------------------------------------------------------
@@ -230,8 +276,12 @@ def _flow(settings: Settings, state: str | None = None, code_verifier: str | Non
     )
 
 
-def start(app: App) -> flask.Response:
-    """302 to Google's consent screen with a fresh single-use state."""
+def start(app: App, connection: str = DEFAULT_CONNECTION) -> flask.Response:
+    """302 to Google's consent screen with a fresh single-use state for this connection (404 for one that
+    does not exist; a 409 page for one that uses another connection's account)."""
+    spec = known(app, connection)
+    if spec.account_from:
+        return _uses_another_account(spec)
     settings = app.settings
     assert settings.connect_key is not None
     cookie = secrets.token_urlsafe(32)
@@ -243,7 +293,7 @@ def start(app: App) -> flask.Response:
     app.store.put_oauth_state(
         OAuthState(
             state=state,
-            connection=app.connection,
+            connection=spec.id,
             code_verifier=flow.code_verifier,
             expires_at=utcnow() + STATE_TTL,
         )
@@ -408,11 +458,36 @@ def _finish(app: App, request: flask.Request, stored: OAuthState) -> flask.Respo
     refresh_token = token.get("refresh_token")
     logs.register_secret(refresh_token)
     logs.register_secret(token.get("access_token"))
+    account, verified = _account_from_id_token(token.get("id_token"))
+    try:
+        connections = roster(app, fresh=True)
+    except HttpError:
+        log.warning("connections unreadable during the OAuth callback", exc_info=True)
+        return page(
+            503, "Temporarily unavailable", "The connection could not be checked right now.", START_AGAIN
+        )
+    spec = connections.get(stored.connection)
+    holder = _connected_elsewhere(app, connections, stored.connection, account)
 
+    def discard() -> None:
+        """Refuse the new token at Google, unless its account serves another connection: Google revokes
+        the app's grant for the account, which would end that connection's access too."""
+        if refresh_token and holder is None:
+            revoke(settings, refresh_token)
+
+    if spec is None:
+        discard()
+        return page(
+            404,
+            "This calendar connection no longer exists",
+            f"The connection {stored.connection} was removed while you signed in; nothing was stored.",
+        )
+    if spec.account_from:
+        discard()
+        return _uses_another_account(spec)
     granted = _granted_scopes(token)
     if CALENDAR_EVENTS_SCOPE not in granted and CALENDAR_SCOPE not in granted:
-        if refresh_token:
-            revoke(settings, refresh_token)
+        discard()
         return page(
             403,
             "Calendar access was not granted",
@@ -426,12 +501,11 @@ def _finish(app: App, request: flask.Request, stored: OAuthState) -> flask.Respo
             "Google returned no refresh token, so the sync could not run while you are away.",
             "Remove this app at https://myaccount.google.com/permissions, then connect again.",
         )
-    account, verified = _account_from_id_token(token.get("id_token"))
     if account is None or not verified:
-        revoke(settings, refresh_token)
+        discard()
         return page(400, "Unknown account", "Google did not confirm which account consented.", START_AGAIN)
     if not account_allowed(settings, account):
-        revoke(settings, refresh_token)
+        discard()
         log.warning("consent from an account that is not allowed", extra=logs.fields(account=account))
         return page(
             403,
@@ -439,14 +513,27 @@ def _finish(app: App, request: flask.Request, stored: OAuthState) -> flask.Respo
             f"{account} is not in ALLOWED_GOOGLE_ACCOUNTS; nothing was stored and its access was revoked.",
             "Connect with an allowed account.",
         )
-    connected = app.store.get_status(app.connection)
+    if holder is not None:
+        log.warning(
+            "consent from an account another connection uses",
+            extra=logs.fields(connection=spec.id, account=account, holder=holder),
+        )
+        return page(
+            409,
+            "This Google account is connected elsewhere",
+            f"{account} is already connected on {holder}, so it was not connected on {spec.label} too. "
+            f"To sync another calendar of {account} here, set this connection's account_from to {holder} "
+            "and its calendar_id to that calendar.",
+            f"Otherwise connect {spec.label} with the staff member's own Google account.",
+        )
+    connected = app.store.get_status(spec.id)
     current = (connected.account or account).lower()
     if connected.state in ("connected", "needs_reconnect") and current != account:
         # Another account's consent must not silently move the sync (and every booking) to its calendar.
-        revoke(settings, refresh_token)
+        discard()
         log.warning(
             "consent from another account while one is connected",
-            extra=logs.fields(account=account, connected=connected.account),
+            extra=logs.fields(connection=spec.id, account=account, connected=connected.account),
         )
         return page(
             409,
@@ -455,9 +542,11 @@ def _finish(app: App, request: flask.Request, stored: OAuthState) -> flask.Respo
             f"To switch accounts, disconnect {connected.account} first, then connect again.",
             "Reconnecting the same account needs no disconnect.",
         )
+    served = connections.sharing(spec.id)  # itself, and every connection using its account
     try:
-        app.tokens.put(refresh_token, app.connection)
-        mark_connected(app.store, app.connection, account, granted)
+        app.tokens.put(refresh_token, spec.id)
+        for each in served:
+            mark_connected(app.store, each.id, account, granted)
     except StoreError:
         log.exception("could not store the refresh token")
         return page(
@@ -466,27 +555,84 @@ def _finish(app: App, request: flask.Request, stored: OAuthState) -> flask.Respo
             "The token store is unavailable; nothing changed.",
             START_AGAIN,
         )
-    app.forget_calendar()
-    app.publish_status()
+    for each in served:
+        app.forget_calendar(each.id)
+        app.publish_status(each.id)
+        _first_sync(app, each.id)
     base = settings.directus_link_base
     if base is None:
         return page(200, "Google Calendar connected", f"Connected as {account}. You can close this page.")
-    # The Data Studio opens a singleton at /admin/content/<collection>: the settings item, which the
-    # publish above just set to connected, with this account and last_connected_at.
-    target = f"{urlsplit(base)._replace(query='').geturl().rstrip('/')}/admin/content/{SETTINGS_COLLECTION}"
+    # The Data Studio opens a singleton at /admin/content/<collection> (the default connection's settings
+    # item) and an item at /admin/content/<collection>/<key>; the publish above just showed it connected.
+    target = f"{urlsplit(base)._replace(query='').geturl().rstrip('/')}/admin/content/"
+    target += SETTINGS_COLLECTION if spec.id == DEFAULT_CONNECTION else f"{CONNECTIONS_COLLECTION}/{spec.id}"
     return redirect(f"{target}?{urlencode({'calendar_connected': account})}")
 
 
-def disconnect(app: App) -> dict[str, Any]:
-    """Revoke the refresh token at Google, destroy every stored copy, mark the connection disconnected."""
-    token = app.tokens.get(app.connection)
+def _connected_elsewhere(app: App, connections: Roster, connection: str, account: str | None) -> str | None:
+    """The other connection holding a consent of this account (connected or awaiting a reconnect)."""
+    if account is None:
+        return None
+    for spec in connections.specs:
+        if spec.id == connection or spec.account_from:
+            continue
+        status = app.store.get_status(spec.id)
+        if status.state in ("connected", "needs_reconnect") and (status.account or "").lower() == account:
+            return spec.id
+    return None
+
+
+def _first_sync(app: App, connection: str) -> None:
+    """Ask for the new connection's first cycle now; the scheduler's tick runs it anyway if this fails."""
+    try:
+        app.request_sync(connection, "connected")
+    except Exception:
+        log.warning(
+            "could not request the first sync", exc_info=True, extra=logs.fields(connection=connection)
+        )
+
+
+def disconnect(app: App, connection: str = DEFAULT_CONNECTION) -> dict[str, Any]:
+    """Disconnect one connection: revoke its refresh token at Google, destroy every stored copy, and forget
+    its mappings and sync token. Connections using its account (``account_from``) lose their access with
+    it and are disconnected too (named in ``also_disconnected``). A connection that uses another's account
+    only stops: nothing is revoked, the other connection keeps its token."""
+    connections = roster(app, fresh=True)
+    spec = connections.get(connection)
+    token = app.tokens.get(connection)
+    if spec is None and token is None:
+        raise no_such(connection)
+    spec = spec or ConnectionSpec(connection)  # removed in Directus, its token left behind: forget it too
+    if spec.account_from:
+        _forget(app, spec)
+        detail = f"uses the Google account connected on {spec.account_from}, which stays connected"
+        return {
+            "disconnected": True,
+            "connection": spec.id,
+            "revoked": False,
+            "detail": detail,
+            "also_disconnected": [],
+        }
     revoked, detail = revoke(app.settings, token) if token else (True, "no token was stored")
-    app.tokens.delete(app.connection)
-    mark_disconnected(
-        app.store, app.connection, app.settings.directus_collection, app.settings.google_calendar_id
-    )
-    app.forget_calendar()
-    app.publish_status()
+    app.tokens.delete(spec.id)
+    sharing = [s for s in connections.sharing(spec.id) if s.id != spec.id]
+    for each in (spec, *sharing):
+        _forget(app, each)
     if not revoked:
-        log.warning("token forgotten here but not revoked at Google", extra=logs.fields(detail=detail))
-    return {"disconnected": True, "revoked": revoked, "detail": detail}
+        log.warning(
+            "token forgotten here but not revoked at Google",
+            extra=logs.fields(connection=spec.id, detail=detail),
+        )
+    return {
+        "disconnected": True,
+        "connection": spec.id,
+        "revoked": revoked,
+        "detail": detail,
+        "also_disconnected": [s.id for s in sharing],
+    }
+
+
+def _forget(app: App, spec: ConnectionSpec) -> None:
+    mark_disconnected(app.store, spec.id, app.settings.directus_collection, spec.calendar_id)
+    app.forget_calendar(spec.id)
+    app.publish_status(spec.id)

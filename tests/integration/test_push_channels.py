@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,14 +18,12 @@ from werkzeug.serving import make_server
 
 from calsync.bootstrap import App, set_app
 from calsync.directus.memory import MemoryDirectus
-from calsync.google.calendar import GoogleCalendar, build_calendar_service, build_credentials
-from calsync.google.errors import GoogleBadRequest, GoogleNotFound
-from calsync.google.memory import MemoryCalendar
+from calsync.google.calendar import GoogleCalendar
 from calsync.settings import Settings
 from calsync.state.memory import MemorySyncStore
 from calsync.sync.channels import channel_status, ensure_channel, stop_channels
-from calsync.sync.ports import Calendar, SyncContext
-from tests.fakes.google import CALENDAR_EVENTS_SCOPE, DEFAULT_TTL_S, GoogleFake
+from calsync.sync.ports import SyncContext
+from tests.fakes.google import DEFAULT_TTL_S, GoogleFake
 from tests.integration.test_google_fake import START
 
 pytestmark = pytest.mark.google
@@ -259,48 +257,3 @@ def test_notifications_skip_the_webhook_secret_and_everything_else_still_needs_i
     assert hook.get("/notifications").status_code == 405
     assert hook.post("/", json={}).status_code == 401
     assert hook.post("/other", json={}).status_code == 401
-
-
-# -- the Calendar port's channels: the in-memory calendar holds to what the real client meets -------------
-
-
-@pytest.fixture(params=["memory", "google"])
-def port(request: pytest.FixtureRequest) -> Iterator[tuple[Calendar, Callable[[bool], None]]]:
-    if request.param == "memory":
-        memory = MemoryCalendar()
-        yield memory, lambda allowed: setattr(memory, "allow_http_push", allowed)
-        return
-    fake: GoogleFake = request.getfixturevalue("google_fake")
-    credentials = build_credentials(
-        fake.issue_refresh_token(),
-        fake.token_uri,
-        fake.client_id,
-        fake.client_secret,
-        [CALENDAR_EVENTS_SCOPE],
-    )
-    calendar = GoogleCalendar(
-        build_calendar_service(credentials, fake.api_root), "primary", sleep=lambda _: None
-    )
-    yield calendar, lambda allowed: setattr(fake, "allow_http_push", allowed)
-
-
-def test_calendar_port_watch_and_stop_channel(port: tuple[Calendar, Callable[[bool], None]]) -> None:
-    calendar, allow_http = port
-    local = "http://127.0.0.1:9/notifications"
-    with pytest.raises(GoogleBadRequest) as insecure:
-        calendar.watch("channel-0001", local, "secret-token-0001")
-    assert insecure.value.reason == "push.webhookUrlNotHttps"
-    allow_http(True)
-    before = datetime.now(UTC)
-    watched = calendar.watch("channel-0001", local, "secret-token-0001", ("default",))
-    assert watched.channel_id == "channel-0001" and watched.resource_id
-    assert watched.expiration is not None
-    assert abs((watched.expiration - before).total_seconds() - DEFAULT_TTL_S) < 60
-    with pytest.raises(GoogleBadRequest) as twice:
-        calendar.watch("channel-0001", local, "secret-token-0001")
-    assert twice.value.reason == "channelIdNotUnique"
-    with pytest.raises(GoogleNotFound):
-        calendar.stop_channel("channel-0001", "not-its-resource")
-    calendar.stop_channel("channel-0001", watched.resource_id)
-    with pytest.raises(GoogleNotFound):
-        calendar.stop_channel("channel-0001", watched.resource_id)

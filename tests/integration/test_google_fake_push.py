@@ -14,7 +14,7 @@ import pytest
 from googleapiclient.errors import HttpError
 from werkzeug.serving import make_server
 
-from tests.fakes.google import DEFAULT_TTL_S, GoogleFake, Notification
+from tests.fakes.google import DEFAULT_TTL_S, RETRIES, GoogleFake, Notification
 from tests.integration.test_google_fake import START, event_body, http_error, service
 
 pytestmark = pytest.mark.google
@@ -23,8 +23,9 @@ pytestmark = pytest.mark.google
 class Receiver:
     """A webhook endpoint on 127.0.0.1 that keeps what it was sent."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, statuses: tuple[int, ...] = ()) -> None:
         self.delay = delay
+        self.statuses = list(statuses)  # the answers to give, in order; then 200
         self.got: list[tuple[dict[str, str], bytes]] = []
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self._thread = threading.Thread(
@@ -39,7 +40,8 @@ class Receiver:
             k[5:].replace("_", "-").title(): str(v) for k, v in environ.items() if k.startswith("HTTP_")
         }
         self.got.append((headers, body))
-        start_response("200 OK", [("Content-Length", "0")])
+        status = self.statuses.pop(0) if self.statuses else 200
+        start_response(f"{status} X", [("Content-Length", "0")])
         return [b""]
 
     @property
@@ -184,3 +186,35 @@ def test_a_channel_watches_only_its_event_types(google_fake: GoogleFake, receive
     google_fake.wait_for_notifications(2)
     time.sleep(0.1)
     assert receiver.states() == [("sync", "1"), ("exists", "2")]
+
+
+def test_google_retries_a_message_answered_5xx_and_nothing_else(google_fake: GoogleFake) -> None:
+    flaky = Receiver(statuses=(503, 500, 404))
+    flaky._thread.start()
+    try:
+        google_fake.allow_http_push = True
+        events = service(google_fake).events()
+        channel = events.watch(calendarId="primary", body=watch_body(flaky)).execute()
+        sent = google_fake.wait_for_notifications(3, timeout=5)
+        # sync: 503, again 500, again 404 (not retried: a failure, but final)
+        assert [(n.number, n.status, n.attempt) for n in sent] == [(1, 503, 1), (1, 500, 2), (1, 404, 3)]
+        google_fake.create_event("After", START)
+        google_fake.wait_for_notifications(4)
+        time.sleep(0.3)
+        assert [n.status for n in google_fake.notifications(channel["id"])] == [503, 500, 404, 200]
+    finally:
+        flaky._server.shutdown()
+
+
+def test_google_gives_up_after_its_retries(google_fake: GoogleFake) -> None:
+    down = Receiver(statuses=(503,) * 10)
+    down._thread.start()
+    try:
+        google_fake.allow_http_push = True
+        service(google_fake).events().watch(calendarId="primary", body=watch_body(down)).execute()
+        sent = google_fake.wait_for_notifications(RETRIES + 1, timeout=5)
+        time.sleep(1.0)
+        assert len(google_fake.notifications()) == RETRIES + 1
+        assert {n.number for n in sent} == {1} and [n.attempt for n in sent] == list(range(1, RETRIES + 2))
+    finally:
+        down._server.shutdown()

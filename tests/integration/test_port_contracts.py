@@ -175,6 +175,28 @@ def test_calendar_event_types_filter_and_stay_the_same_for_a_token(calendar: tup
         port.list_events(sync_token=token, event_types=("default", "focusTime"))
 
 
+def test_calendar_push_channels_watch_refuse_and_stop(calendar: tuple[Calendar, Owner]) -> None:
+    port, owner = calendar
+    local = "http://127.0.0.1:9/notifications"
+    with pytest.raises(GoogleBadRequest) as insecure:
+        port.watch("channel-0001", local, "secret-token-0001")
+    assert insecure.value.reason == "push.webhookUrlNotHttps"
+    owner.allow_http_push = True  # type: ignore[attr-defined]  # both fakes: a local receiver may be http
+    before = datetime.now(UTC)
+    watched = port.watch("channel-0001", local, "secret-token-0001", ("default",))
+    assert watched.channel_id == "channel-0001" and watched.resource_id
+    assert watched.expiration is not None  # Google's default lifetime: 7 days
+    assert abs((watched.expiration - before).total_seconds() - 7 * 24 * 3600) < 60
+    with pytest.raises(GoogleBadRequest) as twice:
+        port.watch("channel-0001", local, "secret-token-0001")
+    assert twice.value.reason == "channelIdNotUnique"
+    with pytest.raises(GoogleNotFound):
+        port.stop_channel("channel-0001", "not-its-resource")
+    port.stop_channel("channel-0001", watched.resource_id)
+    with pytest.raises(GoogleNotFound):  # stopped already
+        port.stop_channel("channel-0001", watched.resource_id)
+
+
 # -- the Directus port ---------------------------------------------------------------------------------
 
 

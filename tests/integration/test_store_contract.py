@@ -14,6 +14,7 @@ import pytest
 from calsync.state.memory import MemorySyncStore
 from calsync.state.sqlite import SqliteSyncStore
 from calsync.state.store import (
+    ChannelRecord,
     ConnectionStatus,
     Cursor,
     DeadLetter,
@@ -21,6 +22,7 @@ from calsync.state.store import (
     OAuthState,
     StoreError,
     SyncStore,
+    WatchStatus,
     utcnow,
 )
 
@@ -381,3 +383,65 @@ def test_enqueue_many_writes_every_intent_and_keeps_when_each_first_waited(store
     assert not store.remove_outbox(earlier)  # the older intent is not the one there any more
     fresh = store.get_outbox(C, "bookings", "1199")
     assert fresh is not None and fresh.created_at == at(5) and fresh.next_attempt_at == at(5)
+
+
+# -- push channels ------------------------------------------------------------------------------------
+
+
+def channel(channel_id: str, connection: str = C, created: int = 1, **extra: object) -> ChannelRecord:
+    return ChannelRecord(
+        connection=connection,
+        channel_id=channel_id,
+        resource_id="res-" + channel_id,
+        token="tok/+=" + channel_id,
+        address="https://hooks.example.com/booking_hook/notifications",
+        calendar_id="primary",
+        expiration=at(50),
+        created_at=at(created),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_channel_round_trips_and_is_found_by_id_alone(store: SyncStore) -> None:
+    record = channel("6f1c9a4e-0000-4000-8000-000000000001", event_types=("default", "focusTime"))
+    store.put_channel(record)
+    assert store.get_channel(record.channel_id) == record
+    assert store.get_channel("no-such-channel") is None
+    assert store.list_channels(C) == [record]
+    assert "tok/+=" not in repr(record)  # the channel's secret stays out of reprs (and so of logs)
+
+
+def test_channels_are_listed_oldest_first_per_connection_and_replaced_in_place(store: SyncStore) -> None:
+    newer, older = channel("ch-b", created=5), channel("ch-a/x", created=2)
+    other = channel("ch-c", connection="staff-2", created=1)
+    for record in (newer, older, other):
+        store.put_channel(record)
+    assert [c.channel_id for c in store.list_channels(C)] == ["ch-a/x", "ch-b"]
+    assert store.list_channels("staff-2") == [other]
+    assert store.list_channels("nobody") == []
+    replaced = dataclasses.replace(older, state="replaced", last_error="Google: 503 backendError")
+    store.put_channel(replaced)
+    assert store.get_channel("ch-a/x") == replaced
+    store.delete_channel("ch-a/x")
+    store.delete_channel("never-there")
+    assert store.list_channels(C) == [newer]
+    assert store.get_channel("ch-a/x") is None
+
+
+def test_watch_status_defaults_to_off_and_round_trips(store: SyncStore) -> None:
+    fresh = store.get_watch_status(C)
+    assert fresh == WatchStatus(C, updated_at=fresh.updated_at)  # off, no reason, nothing scheduled
+    failing = WatchStatus(
+        C,
+        state="failing",
+        reason="Google refused the watch: 403 quotaExceeded",
+        address="https://hooks.example.com/n",
+        next_attempt_at=at(30),
+        updated_at=at(3),
+    )
+    store.put_watch_status(failing)
+    assert store.get_watch_status(C) == failing
+    assert store.get_watch_status("staff-2").state == "off"
+    on = WatchStatus(C, state="on", updated_at=at(4))
+    store.put_watch_status(on)
+    assert store.get_watch_status(C) == on

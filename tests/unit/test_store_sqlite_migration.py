@@ -26,7 +26,7 @@ def test_version_1_state_is_migrated(tmp_path: Path) -> None:
     cursor = store.get_cursor("default", "primary")
     assert cursor is not None and cursor.sync_token == "tok-1" and cursor.sweep_after is None
     version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 3
+    assert int(version) == SCHEMA_VERSION == 4
 
 
 def test_version_2_state_is_migrated_with_its_mappings(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from calsync.google.errors import (
     error_from_status,
 )
 from calsync.retry import Backoff, Retry, retrying
-from calsync.sync.ports import EventsPage, EventWrite
+from calsync.sync.ports import EventsPage, EventWrite, WatchedChannel
 
 BATCH_LIMIT = 50  # Google advises batches of 50 or fewer
 HTTP_TIMEOUT_S = 30.0
@@ -274,3 +274,30 @@ class GoogleCalendar:
                 return [error] * len(requests)
         missing = GoogleRetryableError(0, "missingPart", "Google Calendar batch answered without this part")
         return [results.get(str(number), missing) for number in range(len(requests))]
+
+    # -- push channels --------------------------------------------------------------------------------
+    def watch(
+        self, channel_id: str, address: str, token: str, event_types: Sequence[str] = ()
+    ) -> WatchedChannel:
+        """No ``params.ttl``: Google's default lifetime (7 days for events) is what the caller plans with,
+        read back from the answer's ``expiration``. A lost answer retried can come back ``400
+        channelIdNotUnique``: the channel then exists unrecorded, and its notifications are ignored as
+        unknown until it expires."""
+        params: dict[str, Any] = {"calendarId": self.calendar_id}
+        if event_types:
+            params["eventTypes"] = list(event_types)
+        body = {"id": channel_id, "type": "web_hook", "address": address, "token": token}
+        data = self._call("watch", self._events().watch(body=body, **params))
+        answer: dict[str, Any] = data if isinstance(data, dict) else {}
+        expiration = str(answer.get("expiration") or "")
+        return WatchedChannel(
+            channel_id=str(answer.get("id") or channel_id),
+            resource_id=str(answer.get("resourceId") or ""),
+            expiration=(
+                datetime.fromtimestamp(int(expiration) / 1000, UTC) if expiration.isdigit() else None
+            ),
+        )
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        body = {"id": channel_id, "resourceId": resource_id}
+        self._call("channels.stop", self.service.channels().stop(body=body))

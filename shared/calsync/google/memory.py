@@ -11,6 +11,11 @@ minimal shape; ``invalidate_sync_tokens()`` makes old
 tokens ``410 fullSyncRequired``; ``eventTypes`` filters, and a sync token only works with the event types it
 was issued for. It has no recurrence (the HTTP fake covers series and instances).
 
+Push channels as Google keeps them: ``watch`` opens one (id at most 64 characters and unique, token at
+most 256, an https address, else ``400``; it expires ``CHANNEL_TTL`` after the clock's now), ``stop_channel``
+needs its id and resource id (else, or once stopped, ``404 notFound``); ``channels`` shows them all. No
+notification is sent (the HTTP fake of Google delivers them).
+
 Test API, as the calendar's owner: ``create_event``, ``edit_event``, ``cancel_event``, ``event``,
 ``events``; faults: ``fail_next(n, error)`` (the next ``n`` calls raise ``error``, nothing applied),
 ``lose_next(n)`` (applied, then the answer is lost: a retryable error); ``requests`` counts HTTP requests as
@@ -20,6 +25,7 @@ Google would (a batch of up to 50 is one).
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import re
 import threading
@@ -36,12 +42,13 @@ from calsync.google.errors import (
     GoogleRetryableError,
 )
 from calsync.state.store import utcnow
-from calsync.sync.ports import EventsPage, EventWrite
+from calsync.sync.ports import EventsPage, EventWrite, WatchedChannel
 
 _EVENT_ID = re.compile(r"[a-v0-9]{5,1024}")
 _READ_ONLY = ("kind", "etag", "created", "updated", "creator", "sequence", "id")
 _WHOLE_ON_PATCH = ("start", "end")
 BATCH_LIMIT = 50
+CHANNEL_TTL = timedelta(days=7)  # Google's default lifetime of an events channel (params.ttl unset)
 
 
 def _merge(target: dict[str, Any], patch: Mapping[str, Any], depth: int = 0) -> None:
@@ -97,6 +104,8 @@ class MemoryCalendar:
         self._pages: dict[str, tuple[list[dict[str, Any]], int, str]] = {}
         self._failures: list[GoogleError] = []
         self._lose = 0
+        self.allow_http_push = False  # Google wants https; tests may allow http://127.0.0.1 receivers
+        self.channels: dict[str, dict[str, Any]] = {}
 
     # -- faults ---------------------------------------------------------------------------------------
     def fail_next(self, count: int = 1, error: GoogleError | None = None) -> None:
@@ -327,3 +336,49 @@ class MemoryCalendar:
                 for e in self._ordered()
                 if include_cancelled or e.get("status") != "cancelled"
             ]
+
+    # -- push channels --------------------------------------------------------------------------------
+    def watch(
+        self, channel_id: str, address: str, token: str, event_types: Sequence[str] = ()
+    ) -> WatchedChannel:
+        with self._lock:
+            self.requests += 1
+            self._fault()
+            if not channel_id or len(channel_id) > 64:
+                raise _bad("Channel id must be 1 to 64 characters.")
+            if channel_id in self.channels:
+                raise _bad("Channel id not unique.", "channelIdNotUnique")
+            if len(token) > 256:
+                raise _bad("Channel token must be at most 256 characters.")
+            local = address.startswith(("http://127.0.0.1", "http://localhost"))
+            if not address.startswith("https://") and not (self.allow_http_push and local):
+                raise _bad(f"WebHook callback must be HTTPS: {address}", "push.webhookUrlNotHttps")
+            expiration = self.clock() + CHANNEL_TTL
+            resource_id = hashlib.sha256(self.account.encode()).hexdigest()[:27]
+            self.channels[channel_id] = {
+                "id": channel_id,
+                "resource_id": resource_id,
+                "address": address,
+                "token": token,
+                "event_types": tuple(event_types),
+                "expiration": expiration,
+                "stopped": False,
+            }
+            return WatchedChannel(channel_id, resource_id, expiration)
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        with self._lock:
+            self.requests += 1
+            self._fault()
+            channel = self.channels.get(channel_id)
+            if channel is None or channel["stopped"] or channel["resource_id"] != resource_id:
+                raise GoogleNotFound(
+                    404, "notFound", f"Google Calendar channels.stop failed: 404 notFound ({channel_id})"
+                )
+            channel["stopped"] = True
+
+    def live_channels(self) -> list[str]:
+        """The ids of channels neither stopped nor expired, in the order they were opened."""
+        with self._lock:
+            now = self.clock()
+            return [c["id"] for c in self.channels.values() if not c["stopped"] and c["expiration"] > now]

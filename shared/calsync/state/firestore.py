@@ -11,6 +11,9 @@ Layout (``root`` defaults to "calsync"; every id segment is percent-encoded, see
                                                           terraform's TTL policy on collection group
                                                           ``oauth_states`` deletes stale states
     {root}_leases/{name}                                  lease holder and expiry
+    {root}_channels/{channel_id}                          ChannelRecord: a notification names only the
+                                                          channel, so channels are found by id alone
+    {root}_connections/{connection}/push/watch            WatchStatus
 
 Design choices (why):
 
@@ -55,6 +58,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from calsync.retry import Backoff
 from calsync.state.store import (
+    ChannelRecord,
     ConnectionStatus,
     Cursor,
     DeadLetter,
@@ -65,6 +69,7 @@ from calsync.state.store import (
     StoreError,
     StoreUnavailable,
     SyncStore,
+    WatchStatus,
     apply_status_changes,
     utcnow,
 )
@@ -138,6 +143,7 @@ class FirestoreSyncStore(SyncStore):
         # (terraform/firestore.tf) names that collection group.
         self._states = client.collection(f"{root}_global").document("oauth").collection("oauth_states")
         self._leases = client.collection(f"{root}_leases")
+        self._channels = client.collection(f"{root}_channels")
 
     # -- plumbing -------------------------------------------------------------------------------------
     def _rpc(self) -> dict[str, Any]:
@@ -727,3 +733,85 @@ class FirestoreSyncStore(SyncStore):
 
     def count_dead_letters(self, connection: str) -> int:
         return self._count(self._dead_letters(connection), "count_dead_letters")
+
+    # -- push channels --------------------------------------------------------------------------------
+    @staticmethod
+    def _channel(data: Mapping[str, Any]) -> ChannelRecord:
+        return ChannelRecord(
+            connection=data["connection"],
+            channel_id=data["channel_id"],
+            resource_id=data["resource_id"],
+            token=data["token"],
+            address=data["address"],
+            calendar_id=data["calendar_id"],
+            expiration=_utc(data["expiration"]),
+            event_types=tuple(data.get("event_types") or ()),
+            state=data["state"],
+            created_at=_utc(data["created_at"]),
+            last_error=data.get("last_error"),
+        )
+
+    def put_channel(self, channel: ChannelRecord) -> None:
+        doc = {
+            "connection": channel.connection,
+            "channel_id": channel.channel_id,
+            "resource_id": channel.resource_id,
+            "token": channel.token,
+            "address": channel.address,
+            "calendar_id": channel.calendar_id,
+            "expiration": channel.expiration,
+            "event_types": list(channel.event_types),
+            "state": channel.state,
+            "created_at": channel.created_at,
+            "last_error": channel.last_error,
+        }
+        with self._guard("put_channel"):
+            self._channels.document(_doc_id(channel.channel_id)).set(doc, **self._rpc())
+
+    def get_channel(self, channel_id: str) -> ChannelRecord | None:
+        with self._guard("get_channel"):
+            snap = self._channels.document(_doc_id(channel_id)).get(**self._rpc())
+        data = snap.to_dict() if snap.exists else None
+        return self._channel(data) if data is not None else None
+
+    def list_channels(self, connection: str) -> list[ChannelRecord]:
+        # One equality filter on one field: the automatic single-field index serves it; a connection has
+        # one or two channels, so they are sorted here rather than by a composite index.
+        query = self._channels.where(filter=FieldFilter("connection", "==", connection))
+        with self._guard("list_channels"):
+            found = [self._channel(data) for snap in query.stream(**self._rpc()) if (data := snap.to_dict())]
+        return sorted(found, key=lambda c: (c.created_at, c.channel_id))
+
+    def delete_channel(self, channel_id: str) -> None:
+        with self._guard("delete_channel"):
+            self._channels.document(_doc_id(channel_id)).delete(**self._rpc())
+
+    def _watch_ref(self, connection: str) -> DocumentReference:
+        return cast(DocumentReference, self._connection(connection).collection("push").document("watch"))
+
+    def get_watch_status(self, connection: str) -> WatchStatus:
+        with self._guard("get_watch_status"):
+            snap = self._watch_ref(connection).get(**self._rpc())
+        data = snap.to_dict() if snap.exists else None
+        if data is None:
+            return WatchStatus(connection)
+        return WatchStatus(
+            connection=connection,
+            state=data["state"],
+            reason=data.get("reason"),
+            address=data.get("address"),
+            next_attempt_at=_opt_utc(data.get("next_attempt_at")),
+            updated_at=_utc(data["updated_at"]),
+        )
+
+    def put_watch_status(self, status: WatchStatus) -> None:
+        doc = {
+            "connection": status.connection,
+            "state": status.state,
+            "reason": status.reason,
+            "address": status.address,
+            "next_attempt_at": status.next_attempt_at,
+            "updated_at": status.updated_at,
+        }
+        with self._guard("put_watch_status"):
+            self._watch_ref(status.connection).set(doc, **self._rpc())

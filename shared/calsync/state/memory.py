@@ -14,6 +14,7 @@ from typing import Any
 
 from calsync.state.store import (
     DEFAULT_CONNECTION,
+    ChannelRecord,
     ConnectionStatus,
     Cursor,
     DeadLetter,
@@ -24,6 +25,7 @@ from calsync.state.store import (
     StoreError,
     SyncStore,
     TokenStore,
+    WatchStatus,
     apply_status_changes,
     utcnow,
 )
@@ -42,6 +44,8 @@ class MemorySyncStore(SyncStore):
         self._leases: dict[str, tuple[str, datetime]] = {}
         self._status: dict[str, ConnectionStatus] = {}
         self._dead: list[DeadLetter] = []
+        self._channels: dict[str, ChannelRecord] = {}
+        self._watch: dict[str, WatchStatus] = {}
 
     # -- mappings -------------------------------------------------------------------------------------
     def get_mappings(self, connection: str, collection: str, keys: Iterable[str]) -> dict[str, EventMapping]:
@@ -227,6 +231,32 @@ class MemorySyncStore(SyncStore):
     def count_dead_letters(self, connection: str) -> int:
         with self._lock:
             return sum(1 for d in self._dead if d.connection == connection)
+
+    # -- push channels --------------------------------------------------------------------------------
+    def put_channel(self, channel: ChannelRecord) -> None:
+        with self._lock:
+            self._channels[channel.channel_id] = channel
+
+    def get_channel(self, channel_id: str) -> ChannelRecord | None:
+        with self._lock:
+            return self._channels.get(channel_id)
+
+    def list_channels(self, connection: str) -> list[ChannelRecord]:
+        with self._lock:
+            mine = [c for c in self._channels.values() if c.connection == connection]
+        return sorted(mine, key=lambda c: (c.created_at, c.channel_id))
+
+    def delete_channel(self, channel_id: str) -> None:
+        with self._lock:
+            self._channels.pop(channel_id, None)
+
+    def get_watch_status(self, connection: str) -> WatchStatus:
+        with self._lock:
+            return self._watch.get(connection) or WatchStatus(connection)
+
+    def put_watch_status(self, status: WatchStatus) -> None:
+        with self._lock:
+            self._watch[status.connection] = status
 
 
 class MemoryTokenStore(TokenStore):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from calsync.state.store import (
+    ChannelRecord,
     ConnectionStatus,
     Cursor,
     DeadLetter,
@@ -27,12 +28,14 @@ from calsync.state.store import (
     OutboxEntry,
     StoreError,
     SyncStore,
+    WatchStatus,
     apply_status_changes,
     utcnow,
 )
 
-SCHEMA_VERSION = 3
-# The columns later versions added (version, table, column): an older file gets those it lacks.
+SCHEMA_VERSION = 4
+# The columns later versions added (version, table, column): an older file gets those it lacks. Tables a
+# version added (4: channels, watch_status) come from the CREATE TABLE IF NOT EXISTS of the schema itself.
 _ADDED_COLUMNS = (
     (2, "cursors", "sweep_after"),  # the orphan sweep's position
     (3, "mappings", "read_only"),  # ownership, final refusals, zones, and the sync token's list filter
@@ -74,6 +77,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     item_id TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_connection ON dead_letters (connection, id);
+CREATE TABLE IF NOT EXISTS channels (
+    channel_id TEXT PRIMARY KEY, connection TEXT NOT NULL, resource_id TEXT NOT NULL, token TEXT NOT NULL,
+    address TEXT NOT NULL, calendar_id TEXT NOT NULL, expiration TEXT NOT NULL, event_types TEXT NOT NULL,
+    state TEXT NOT NULL, created_at TEXT NOT NULL, last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS channels_by_connection ON channels (connection, created_at);
+CREATE TABLE IF NOT EXISTS watch_status (
+    connection TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT, address TEXT, next_attempt_at TEXT,
+    updated_at TEXT NOT NULL
+);
 """
 
 
@@ -573,3 +586,83 @@ class SqliteSyncStore(SyncStore):
     def count_dead_letters(self, connection: str) -> int:
         rows = self._read("SELECT COUNT(*) AS n FROM dead_letters WHERE connection = ?", [connection])
         return int(rows[0]["n"])
+
+    # -- push channels --------------------------------------------------------------------------------
+    @staticmethod
+    def _channel(row: sqlite3.Row) -> ChannelRecord:
+        return ChannelRecord(
+            connection=row["connection"],
+            channel_id=row["channel_id"],
+            resource_id=row["resource_id"],
+            token=row["token"],
+            address=row["address"],
+            calendar_id=row["calendar_id"],
+            expiration=_req_dt(row["expiration"]),
+            event_types=tuple(json.loads(row["event_types"])),
+            state=row["state"],
+            created_at=_req_dt(row["created_at"]),
+            last_error=row["last_error"],
+        )
+
+    def put_channel(self, channel: ChannelRecord) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO channels (channel_id, connection, resource_id, token, address,"
+                " calendar_id, expiration, event_types, state, created_at, last_error)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    channel.channel_id,
+                    channel.connection,
+                    channel.resource_id,
+                    channel.token,
+                    channel.address,
+                    channel.calendar_id,
+                    _ts(channel.expiration),
+                    json.dumps(list(channel.event_types)),
+                    channel.state,
+                    _ts(channel.created_at),
+                    channel.last_error,
+                ),
+            )
+
+    def get_channel(self, channel_id: str) -> ChannelRecord | None:
+        rows = self._read("SELECT * FROM channels WHERE channel_id = ?", [channel_id])
+        return self._channel(rows[0]) if rows else None
+
+    def list_channels(self, connection: str) -> list[ChannelRecord]:
+        rows = self._read(
+            "SELECT * FROM channels WHERE connection = ? ORDER BY created_at, channel_id", [connection]
+        )
+        return [self._channel(row) for row in rows]
+
+    def delete_channel(self, channel_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM channels WHERE channel_id = ?", (channel_id,))
+
+    def get_watch_status(self, connection: str) -> WatchStatus:
+        rows = self._read("SELECT * FROM watch_status WHERE connection = ?", [connection])
+        if not rows:
+            return WatchStatus(connection)
+        row = rows[0]
+        return WatchStatus(
+            connection=connection,
+            state=row["state"],
+            reason=row["reason"],
+            address=row["address"],
+            next_attempt_at=_dt(row["next_attempt_at"]),
+            updated_at=_req_dt(row["updated_at"]),
+        )
+
+    def put_watch_status(self, status: WatchStatus) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO watch_status VALUES (?,?,?,?,?,?)",
+                (
+                    status.connection,
+                    status.state,
+                    status.reason,
+                    status.address,
+                    _ts(status.next_attempt_at) if status.next_attempt_at else None,
+                    _ts(status.updated_at),
+                ),
+            )

@@ -20,6 +20,8 @@ DEFAULT_CONNECTION = "default"
 
 OutboxAction = Literal["upsert", "delete"]
 ConnectionState = Literal["not_connected", "connected", "needs_reconnect", "disconnected"]
+ChannelState = Literal["active", "replaced", "stopped"]
+WatchState = Literal["on", "off", "failing"]
 
 
 class StoreError(RuntimeError):
@@ -163,6 +165,42 @@ class DeadLetter:
     reason: str
     payload: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     created_at: datetime = dataclasses.field(default_factory=utcnow)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelRecord:
+    """One Google push channel (``events.watch``) on a connection's calendar.
+
+    ``token`` is the channel's own secret: Google echoes it in every notification as
+    ``X-Goog-Channel-Token``, and it is what authenticates one. ``active`` channels are the ones in use;
+    ``replaced`` ones were superseded by a newer channel and wait for their ``channels.stop`` to succeed;
+    ``stopped`` ones are kept only until the stop is recorded (then deleted)."""
+
+    connection: str
+    channel_id: str
+    resource_id: str
+    token: str = dataclasses.field(repr=False)
+    address: str
+    calendar_id: str
+    expiration: datetime
+    event_types: tuple[str, ...] = ()
+    state: ChannelState = "active"
+    created_at: datetime = dataclasses.field(default_factory=utcnow)
+    last_error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchStatus:
+    """Whether push notifications work for a connection, and why not: ``on`` (a channel is active),
+    ``off`` (push is not configured, or no account is connected), ``failing`` (Google refused the watch;
+    ``reason`` says how, and no new attempt is made before ``next_attempt_at`` for ``address``)."""
+
+    connection: str
+    state: WatchState = "off"
+    reason: str | None = None
+    address: str | None = None
+    next_attempt_at: datetime | None = None
+    updated_at: datetime = dataclasses.field(default_factory=utcnow)
 
 
 class SyncStore(abc.ABC):
@@ -317,6 +355,30 @@ class SyncStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    # -- push channels --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_channel(self, channel: ChannelRecord) -> None:
+        """Create or replace the record of this channel id."""
+
+    @abc.abstractmethod
+    def get_channel(self, channel_id: str) -> ChannelRecord | None:
+        """The channel with this id, whatever its connection (a notification names only the channel)."""
+
+    @abc.abstractmethod
+    def list_channels(self, connection: str) -> list[ChannelRecord]:
+        """The connection's channels, oldest first."""
+
+    @abc.abstractmethod
+    def delete_channel(self, channel_id: str) -> None:
+        """Forget the channel (an absent one is fine)."""
+
+    @abc.abstractmethod
+    def get_watch_status(self, connection: str) -> WatchStatus:
+        """The connection's watch status; a fresh ``off`` one if nothing was recorded."""
+
+    @abc.abstractmethod
+    def put_watch_status(self, status: WatchStatus) -> None: ...
 
 
 STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(ConnectionStatus)) - {"connection"}

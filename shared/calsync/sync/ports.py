@@ -97,6 +97,16 @@ class EventsPage:
     next_sync_token: str | None
 
 
+@dataclasses.dataclass(frozen=True)
+class WatchedChannel:
+    """What Google answered to ``events.watch``: the channel, the opaque id of the resource it watches
+    (``channels.stop`` needs both) and when Google will stop sending (None when the answer did not say)."""
+
+    channel_id: str
+    resource_id: str
+    expiration: datetime | None
+
+
 class Calendar(Protocol):
     """One calendar of one connected Google account."""
 
@@ -115,6 +125,17 @@ class Calendar(Protocol):
 
     def batch(self, writes: Sequence[EventWrite]) -> list[dict[str, Any] | GoogleError]:
         """Many writes in as few requests as Google allows; one outcome per write, in order, never raising."""
+
+    def watch(
+        self, channel_id: str, address: str, token: str, event_types: Sequence[str] = ()
+    ) -> WatchedChannel:
+        """Open a push channel on this calendar's events (``events.watch``, type ``web_hook``): Google
+        POSTs to ``address`` with ``token`` on every change of the events of ``event_types`` (all when
+        empty) until the channel expires or is stopped. Raises GoogleError."""
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        """Stop a channel this account opened (``channels.stop``). Raises GoogleError (GoogleNotFound: no
+        such live channel, e.g. stopped or expired already)."""
 
 
 @dataclasses.dataclass(frozen=True)

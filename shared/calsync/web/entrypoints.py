@@ -81,8 +81,13 @@ def oauth_callback(request: flask.Request) -> flask.Response:
 
 @guarded("booking_hook")
 def booking_hook(request: flask.Request) -> flask.Response:
-    """A Directus Flow delivery: write the bookings' Google events."""
+    """A Directus Flow delivery: write the bookings' Google events. ``/notifications``: Google's push
+    notifications, authenticated by their channel's own token instead of WEBHOOK_SECRET."""
     app = get_app()
+    if _route(request) == "/notifications":
+        from calsync.web.notifications import handle_notification
+
+        return handle_notification(app, request)
     require_bearer(request, app.settings.webhook_secret, "WEBHOOK_SECRET")
     require_method(request, "POST")
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")

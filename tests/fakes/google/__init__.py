@@ -68,7 +68,9 @@ address that is not https ``400 push.webhookUrlNotHttps`` unless ``allow_http_pu
 background thread (API calls never wait): ``sync`` on watch, then ``exists`` after every change of the
 calendar's events (of the channel's eventTypes), with ``X-Goog-Channel-ID``, ``X-Goog-Channel-Token`` (when
 given), ``X-Goog-Channel-Expiration`` (RFC 1123), ``X-Goog-Resource-ID``, ``X-Goog-Resource-URI``,
-``X-Goog-Resource-State``, ``X-Goog-Message-Number``. Stopped or expired channels get nothing. Test API:
+``X-Goog-Resource-State``, ``X-Goog-Message-Number``. A message answered 500, 502, 503 or 504 is sent again
+(same number) with exponential backoff, as Google does (``RETRIES`` times, from ``RETRY_BASE_S``: tenths of a
+second here); any other answer ends it. Stopped or expired channels get nothing. Test API:
 ``channels()``, ``notifications()`` (``Notification(channel_id, state, number, status)``; status -1 dropped,
 0 unreachable), ``wait_for_notifications(count, timeout)``, ``drop_notifications(n)``,
 ``duplicate_notifications(n)``, ``expire_channels(channel_id=None)``.
@@ -124,7 +126,16 @@ from .oauth import (
     EMAIL_SCOPE,
     OAuthMixin,
 )
-from .push import DEFAULT_TTL_S, MAX_CHANNEL_ID, MAX_CHANNEL_TOKEN, Notification, PushMixin
+from .push import (
+    DEFAULT_TTL_S,
+    MAX_CHANNEL_ID,
+    MAX_CHANNEL_TOKEN,
+    RETRIED_STATUSES,
+    RETRIES,
+    RETRY_BASE_S,
+    Notification,
+    PushMixin,
+)
 from .recurrence import MAX_INSTANCES
 from .server import Call, LoggedRequest, Match, ServerMixin
 
@@ -147,6 +158,9 @@ __all__ = [
     "MAX_RESULTS_DEFAULT",
     "MAX_RESULTS_LIMIT",
     "RESPONSES",
+    "RETRIED_STATUSES",
+    "RETRIES",
+    "RETRY_BASE_S",
     "ApiError",
     "Call",
     "ForeignWrite",

@@ -19,6 +19,11 @@ from .errors import ApiError
 DEFAULT_TTL_S = 7 * 24 * 3600  # Google's default when params.ttl is not given
 MAX_CHANNEL_ID = 64
 MAX_CHANNEL_TOKEN = 256
+# Google retries a message the receiver answered 500, 502, 503 or 504 with exponential backoff (push guide);
+# every other status, 2xx or not, ends it. The fake's backoff is scaled down to tenths of a second.
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+RETRIES = 3
+RETRY_BASE_S = 0.1
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
@@ -39,13 +44,15 @@ class _Channel:
 
 @dataclasses.dataclass(frozen=True)
 class Notification:
-    """One message the fake sent (or dropped): ``status`` is the receiver's HTTP status, 0 if it could not be
-    reached, -1 if dropped on purpose."""
+    """One delivery attempt of a message the fake sent (or dropped): ``status`` is the receiver's HTTP
+    status, 0 if it could not be reached, -1 if dropped on purpose; ``attempt`` counts Google's retries of
+    the same message (same number) after a 500/502/503/504."""
 
     channel_id: str
     state: str  # sync | exists
     number: int
     status: int
+    attempt: int = 1
 
 
 class PushMixin:
@@ -57,8 +64,9 @@ class PushMixin:
         self._sent: list[Notification] = []
         self._drop = 0
         self._duplicate = 0
-        self._outbox: queue.Queue[tuple[_Channel, str, int, dict[str, str]] | None] = queue.Queue()
+        self._outbox: queue.Queue[tuple[_Channel, str, int, dict[str, str], int] | None] = queue.Queue()
         self._courier: threading.Thread | None = None
+        self._retries: list[threading.Timer] = []
         self._sent_event = threading.Condition(self._lock)
 
     # -- test API -------------------------------------------------------------------------------------
@@ -202,7 +210,7 @@ class PushMixin:
             self._duplicate -= 1
             copies = 2
         for _ in range(copies):
-            self._outbox.put((channel, state, channel.number, headers))
+            self._outbox.put((channel, state, channel.number, headers, 1))
         if self._courier is None:
             self._courier = threading.Thread(target=self._deliver, name="google-fake-push", daemon=True)
             self._courier.start()
@@ -217,7 +225,7 @@ class PushMixin:
             item = self._outbox.get()
             if item is None:
                 return
-            channel, state, number, headers = item
+            channel, state, number, headers, attempt = item
             request = urllib.request.Request(channel.address, data=b"", headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=5) as answer:
@@ -226,9 +234,17 @@ class PushMixin:
                 status = exc.code
             except OSError:
                 status = 0
-            self._record_sent(Notification(channel.id, state, number, status))
+            self._record_sent(Notification(channel.id, state, number, status, attempt))
+            if status in RETRIED_STATUSES and attempt <= RETRIES and not channel.stopped:
+                again = (channel, state, number, headers, attempt + 1)
+                timer = threading.Timer(RETRY_BASE_S * 2 ** (attempt - 1), self._outbox.put, (again,))
+                timer.daemon = True
+                self._retries.append(timer)
+                timer.start()
 
     def _stop_push(self) -> None:
+        for timer in self._retries:
+            timer.cancel()
         courier = self._courier
         if courier is not None:
             self._outbox.put(None)

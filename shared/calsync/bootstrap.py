@@ -8,6 +8,7 @@ per request. Cloud SDK modules are imported only by the adapter that needs them,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -182,6 +183,7 @@ class App:
             description_footer=settings.description_footer == "link",
             route_field=settings.route_field,
             route_value=spec.staff if spec is not None else None,
+            notification_url=str(settings.notification_url) if settings.notification_url else None,
         )
 
     def context(self, connection: str | None = None) -> SyncContext:
@@ -210,6 +212,8 @@ class App:
         Rebuilt only when the refresh token or the calendar changes, so access tokens are reused."""
         self.require("google_client_id", "google_client_secret")
         spec = self.spec(connection)
+        if spec.account_from is not None and self.store.get_status(spec.id).state == "disconnected":
+            return None  # stopped on its own; the account it uses stays connected for the others
         refresh_token = self.tokens.get(spec.token_owner)
         if refresh_token is None:
             return None
@@ -242,24 +246,36 @@ class App:
             self._built.pop(f"calendar/{connection or self.connection}", None)
 
     def publish_status(self, connection: str | None = None) -> None:
-        """Show the connection status in Directus too, when Directus is configured (best effort). A publish
-        Directus refuses is recorded in the connection status by :func:`calsync.directus.status.publish`
-        and shown by the next one that goes through."""
+        """Show one connection's status in Directus (after a consent, a disconnect, a delivery that queued)."""
+        self.publish_statuses([connection or self.connection])
+
+    def publish_statuses(self, connections: Sequence[str]) -> None:
+        """Show these connections' statuses in Directus, when Directus is configured: on their items of the
+        connections collection, in one request whatever their number, each with a fresh signed Connect link
+        (none for a connection that uses another's account: that one is connected instead), and the
+        default connection's on the settings singleton too. Best effort. A publish Directus refuses is
+        recorded in each connection's status by :func:`calsync.directus.status.publish_all` and shown by
+        the next one that goes through."""
         if self.settings.missing("directus_url", "directus_token"):
             return
-        if (connection or self.connection) != self.connection:
-            return  # TODO(issue 15): connections' items (directus.status.publish_all)
         from datetime import timedelta
 
-        from calsync.directus.status import PublishRefused, publish
+        from calsync.directus.status import PublishRefused, publish_all
         from calsync.web.links import signed_connect_url
 
-        link = None
-        if not self.settings.missing("connect_key", "google_redirect_uri"):
-            link = signed_connect_url(self.settings, self.connection, utcnow())
-        tick = timedelta(minutes=self.settings.sync_tick_minutes)
         try:
-            publish(self.directus, self.store, self.connection, link, tick)
+            roster = self.roster()
+            wanted = set(connections)
+            roster = dataclasses.replace(roster, specs=tuple(s for s in roster.specs if s.id in wanted))
+            signing = not self.settings.missing("connect_key", "google_redirect_uri")
+            links = {
+                spec.id: signed_connect_url(self.settings, spec.id, utcnow())
+                if signing and spec.account_from is None
+                else None
+                for spec in roster.specs
+            }
+            tick = timedelta(minutes=self.settings.sync_tick_minutes)
+            publish_all(self.directus, self.store, roster, links, tick)
         except PublishRefused as exc:
             log.warning("Directus refused the connection status", extra=logs.fields(error=str(exc)))
         except Exception:
@@ -300,11 +316,6 @@ class App:
             log.warning("could not read the connections from Directus", extra=logs.fields(error=str(exc)))
             return TickResult("error", 503, {"status": "error", "error": str(exc), "connections": {}})
         return run_tick(fleet)
-
-    def publish_statuses(self, connections: Sequence[str]) -> None:
-        """Show these connections' statuses in Directus. TODO(issue 15): one request (publish_all)."""
-        for connection in connections:
-            self.publish_status(connection)
 
     def request_sync(self, connection: str, reason: str) -> None:
         """Ask for a cycle of this connection soon (a push notification, a new consent), without waiting

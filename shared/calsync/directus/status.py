@@ -21,6 +21,7 @@ from calsync import logs
 from calsync.directus.client import DirectusClient
 from calsync.directus.errors import DirectusError, DirectusUnavailable
 from calsync.state.store import DEFAULT_CONNECTION, SyncStore, utcnow
+from calsync.sync.channels import channel_status
 from calsync.sync.connection import status_body
 from calsync.sync.connections import Roster
 
@@ -230,8 +231,13 @@ def publish_all(
     except DirectusError as exc:
         log.warning("could not count the bookings by sync status", extra=logs.fields(error=str(exc)))
     writes: list[tuple[Items, Callable[[Items], None]]] = []
-    if _from_collection(roster) and items:
-        writes.append((items, _collection(directus)))
+    if not roster.implicit_default and items:
+        # the connections' items also show push notifications (the settings singleton has no such field)
+        shown = {
+            c: {**fields, "channel_state": channel_status(store, c)["channel_state"]}
+            for c, fields in items.items()
+        }
+        writes.append((shown, _collection(directus)))
     if DEFAULT_CONNECTION in items:
         writes.append(({DEFAULT_CONNECTION: items[DEFAULT_CONNECTION]}, _singleton(directus)))
     refusals: list[PublishRefused] = []
@@ -244,14 +250,6 @@ def publish_all(
     _cleared(store, items, refused)
     if refusals:
         raise refusals[0]
-
-
-def _from_collection(roster: Roster) -> bool:
-    """Whether the roster comes from the connections collection rather than being the implicit one of an
-    installation without it (one nameless ``default`` connection, which setup never creates: its
-    ``default`` item is named "Default")."""
-    only = roster.specs[0] if len(roster.specs) == 1 else None
-    return only is None or roster != Roster.implicit(only.calendar_id, roster.route_field)
 
 
 class PublishRefused(DirectusError):

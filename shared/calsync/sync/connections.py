@@ -82,11 +82,14 @@ class Roster:
     specs: tuple[ConnectionSpec, ...]
     route_field: str | None = None
     problems: tuple[str, ...] = ()  # items that could not be used, and why
+    implicit_default: bool = False  # no connections collection: the one ``default`` of an older installation
 
     @classmethod
     def implicit(cls, calendar_id: str, route_field: str | None = None) -> Roster:
         """The one ``default`` connection of an installation without the connections collection."""
-        return cls((ConnectionSpec(DEFAULT_CONNECTION, calendar_id=calendar_id),), route_field)
+        return cls(
+            (ConnectionSpec(DEFAULT_CONNECTION, calendar_id=calendar_id),), route_field, implicit_default=True
+        )
 
     @classmethod
     def from_items(cls, items: Iterable[Mapping[str, Any]], route_field: str | None = None) -> Roster:
@@ -111,6 +114,10 @@ class Roster:
             if spec.account_from is not None and spec.account_from not in ids:
                 problems.append(f"connection {spec.id}: account_from {spec.account_from!r} does not exist")
         return cls(tuple(sorted(specs, key=lambda s: s.id)), route_field, tuple(problems))
+
+    def only(self, connection: str) -> Roster:
+        """This roster narrowed to one connection (publishing one connection's status)."""
+        return dataclasses.replace(self, specs=tuple(s for s in self.specs if s.id == connection))
 
     def get(self, connection: str) -> ConnectionSpec | None:
         return next((s for s in self.specs if s.id == connection), None)

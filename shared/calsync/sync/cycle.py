@@ -25,11 +25,12 @@ from typing import Any
 from calsync import logs
 from calsync.directus.errors import DirectusError
 from calsync.google.errors import GoogleAccessRevoked, GoogleError
-from calsync.state.store import OutboxEntry
+from calsync.state.store import OutboxEntry, StoreError
+from calsync.sync.channels import ensure_channel
 from calsync.sync.connection import mark_needs_reconnect
 from calsync.sync.outcome import PushOutcome
 from calsync.sync.plan import needs_push, plan_upserts
-from calsync.sync.ports import SyncContext
+from calsync.sync.ports import Calendar, SyncContext
 from calsync.sync.pull import MassCancelRefused, Puller, PullSummary
 from calsync.sync.push import Pusher, queue_failures
 
@@ -108,8 +109,10 @@ def _run(ctx: SyncContext, now: datetime, work: CycleWork | None, publish: bool)
         return CycleResult(status, 200, {"status": status, "pending_outbox": store.count_outbox(connection)})
     pulled = PullSummary()
     pushed = PushOutcome()
+    watch: dict[str, Any] | None = None
     try:
         pulled = Puller(ctx, calendar).run(now)
+        watch = _watch(ctx, calendar)
         pusher = Pusher(ctx)
         with pusher.writing_back():
             pushed.merge(drain_outbox(ctx, pusher, now))
@@ -120,17 +123,27 @@ def _run(ctx: SyncContext, now: datetime, work: CycleWork | None, publish: bool)
                 pushed.merge(push_work(ctx, pusher, work))
     except GoogleAccessRevoked as exc:
         mark_needs_reconnect(store, connection, str(exc))
-        return _finish(ctx, "needs_reconnect", 200, pulled, pushed, started, publish, str(exc))
+        return _finish(ctx, "needs_reconnect", 200, pulled, pushed, started, publish, str(exc), watch)
     except MassCancelRefused as exc:
         log.error("mass cancellation refused", extra=logs.fields(reason=str(exc)))
-        return _finish(ctx, "mass_cancel_refused", 200, pulled, pushed, started, publish, str(exc))
+        return _finish(ctx, "mass_cancel_refused", 200, pulled, pushed, started, publish, str(exc), watch)
     except (GoogleError, DirectusError) as exc:
         # Nothing is lost: the sync token and checkpoint did not move past what was committed.
         log.warning("cycle interrupted; the next one resumes", extra=logs.fields(error=str(exc)))
-        return _finish(ctx, "error", 503, pulled, pushed, started, publish, str(exc))
+        return _finish(ctx, "error", 503, pulled, pushed, started, publish, str(exc), watch)
     if pushed.guard:
-        return _finish(ctx, "mass_delete_refused", 200, pulled, pushed, started, publish, pushed.guard)
-    return _finish(ctx, "ok", 200, pulled, pushed, started, publish)
+        return _finish(ctx, "mass_delete_refused", 200, pulled, pushed, started, publish, pushed.guard, watch)
+    return _finish(ctx, "ok", 200, pulled, pushed, started, publish, None, watch)
+
+
+def _watch(ctx: SyncContext, calendar: Calendar) -> dict[str, Any] | None:
+    """Keep the connection's push channel as the settings want it (made, renewed before it expires, or
+    stopped); a channel that cannot be made leaves polling as it is, and the status says why."""
+    try:
+        return ensure_channel(ctx, calendar, ctx.config.notification_url).as_json()
+    except StoreError as exc:
+        log.warning("could not keep the push channel", extra=logs.fields(error=str(exc)))
+        return None
 
 
 def _finish(
@@ -142,6 +155,7 @@ def _finish(
     started: float,
     publish: bool,
     error: str | None = None,
+    watch: dict[str, Any] | None = None,
 ) -> CycleResult:
     body: dict[str, Any] = {
         "status": status,
@@ -159,6 +173,8 @@ def _finish(
     }
     if error:
         body["error"] = error
+    if watch is not None:
+        body["push_channel"] = watch
     ctx.store.update_status(
         ctx.connection, {"last_cycle_at": ctx.clock(), "last_cycle": body, "last_error": error}
     )

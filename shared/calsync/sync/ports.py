@@ -158,6 +158,8 @@ class SyncConfig:
     # and the value this connection serves (None: bookings without one)
     route_field: str | None = None
     route_value: str | None = None
+    # Where Google sends push notifications (booking_hook's /notifications); None: no channels
+    notification_url: str | None = None
 
     def serves(self, item: dict[str, Any]) -> bool:
         """Whether this connection serves the booking (routing, ``calsync.sync.connections``)."""

@@ -41,8 +41,10 @@ from calsync.directus.errors import DirectusError
 from calsync.directus.status import SETTINGS_COLLECTION
 from calsync.settings import ANY_ACCOUNT, Settings
 from calsync.state.store import DEFAULT_CONNECTION, OAuthState, StoreError, utcnow
+from calsync.sync.channels import stop_channels
 from calsync.sync.connection import mark_connected, mark_disconnected
 from calsync.sync.connections import CONNECTIONS_COLLECTION, ConnectionSpec, Roster
+from calsync.sync.ports import SyncContext
 from calsync.web import links
 from calsync.web.http import HttpError, require_key
 
@@ -603,6 +605,9 @@ def disconnect(app: App, connection: str = DEFAULT_CONNECTION) -> dict[str, Any]
     if spec is None and token is None:
         raise no_such(connection)
     spec = spec or ConnectionSpec(connection)  # removed in Directus, its token left behind: forget it too
+    sharing = [s for s in connections.sharing(spec.id) if s.id != spec.id] if not spec.account_from else []
+    for each in (spec, *sharing):
+        _stop_push(app, each)  # with the account's credentials, so before any revocation
     if spec.account_from:
         _forget(app, spec)
         detail = f"uses the Google account connected on {spec.account_from}, which stays connected"
@@ -615,7 +620,6 @@ def disconnect(app: App, connection: str = DEFAULT_CONNECTION) -> dict[str, Any]
         }
     revoked, detail = revoke(app.settings, token) if token else (True, "no token was stored")
     app.tokens.delete(spec.id)
-    sharing = [s for s in connections.sharing(spec.id) if s.id != spec.id]
     for each in (spec, *sharing):
         _forget(app, each)
     if not revoked:
@@ -630,6 +634,25 @@ def disconnect(app: App, connection: str = DEFAULT_CONNECTION) -> dict[str, Any]
         "detail": detail,
         "also_disconnected": [s.id for s in sharing],
     }
+
+
+def _stop_push(app: App, spec: ConnectionSpec) -> None:
+    """Stop the connection's push channels at Google (best effort: one that cannot be stopped expires by
+    itself within days, and its notifications are answered as unknown)."""
+    try:
+        if app.roster().get(spec.id) is not None:
+            stop_channels(app.context(spec.id), app.calendar(spec.id))
+        else:  # removed in Directus: its channels are forgotten (they expire by themselves)
+            ctx = SyncContext(
+                connection=spec.id,
+                config=app.config(spec),
+                store=app.store,
+                directus=app.directus,
+                calendar=lambda: None,
+            )
+            stop_channels(ctx, None)
+    except Exception:
+        log.warning("could not stop the push channels", extra=logs.fields(connection=spec.id), exc_info=True)
 
 
 def _forget(app: App, spec: ConnectionSpec) -> None:

@@ -88,10 +88,16 @@ def booking_hook(request: flask.Request) -> flask.Response:
 
 @guarded("calendar_import")
 def calendar_import(request: flask.Request) -> flask.Response:
-    """One sync cycle (Cloud Scheduler calls this; the platform checks its OIDC token)."""
+    """One sync cycle (Cloud Scheduler calls this; the platform checks its OIDC token), or the one
+    connection's cycle a Pub/Sub push delivery asks for (likewise checked)."""
     app = get_app()
     require_method(request, "POST")
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
+    from calsync.web import sync_requests
+
+    pushed = sync_requests.push_delivery(request)
+    if pushed is not None:
+        return sync_requests.answer(app, pushed)
     from calsync.sync.cycle import run_cycle
 
     result = run_cycle(app.context())

@@ -19,8 +19,9 @@ locals {
 
   # Settings only one function reads.
   function_environment = {
-    booking_hook    = {}
-    calendar_import = {}
+    # Both publish sync requests (pubsub.tf): the notification receiver and the tick.
+    booking_hook    = { PUBSUB_TOPIC = google_pubsub_topic.sync_requests.id }
+    calendar_import = { PUBSUB_TOPIC = google_pubsub_topic.sync_requests.id }
     # Who may complete a consent; "any" is an explicit choice, never a default.
     oauth_callback = { ALLOWED_GOOGLE_ACCOUNTS = var.allowed_google_accounts }
   }

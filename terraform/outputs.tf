@@ -4,7 +4,7 @@ output "booking_hook_url" {
 }
 
 output "calendar_import_url" {
-  description = "The sync cycle (private: only the scheduler's service account may invoke it)."
+  description = "The sync cycle (private: only the scheduler's and the Pub/Sub push subscription's service accounts may invoke it)."
   value       = google_cloudfunctions2_function.main["calendar_import"].url
 }
 
@@ -32,11 +32,25 @@ output "service_accounts" {
   description = "Runtime service account of each function, the scheduler's and the builder's."
   value = merge(
     { for key, account in google_service_account.function : key => account.email },
-    { scheduler = google_service_account.scheduler.email, builder = google_service_account.builder.email },
+    {
+      scheduler   = google_service_account.scheduler.email
+      builder     = google_service_account.builder.email
+      pubsub_push = google_service_account.pubsub_push.email
+    },
   )
 }
 
 output "source_bucket" {
   description = "Bucket holding the functions' source zips."
   value       = google_storage_bucket.sources.name
+}
+
+output "sync_requests_topic" {
+  description = "The Pub/Sub topic of sync requests (PUBSUB_TOPIC of booking_hook and calendar_import)."
+  value       = google_pubsub_topic.sync_requests.id
+}
+
+output "dead_letter_subscription" {
+  description = "Sync requests calendar_import refused max_delivery_attempts times: read them with `gcloud pubsub subscriptions pull --auto-ack`."
+  value       = google_pubsub_subscription.sync_requests_dead.id
 }

@@ -1,5 +1,8 @@
 # Cloud Scheduler -> private calendar_import: the job signs an OIDC token as its own service account, with
 # the function's URI as audience; Cloud Run checks it against the invoker binding on that one service.
+# The tick stays a call of calendar_import rather than a Pub/Sub target: only calendar_import knows the
+# connections (in Directus), and with PUBSUB_TOPIC it publishes one sync request per connection (pubsub.tf);
+# Scheduler's own Pub/Sub target could only publish one fixed message.
 resource "google_cloud_scheduler_job" "import" {
   project     = var.project_id
   region      = var.region

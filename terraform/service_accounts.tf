@@ -113,3 +113,12 @@ resource "google_cloud_run_v2_service_iam_member" "calendar_import_scheduler" {
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.scheduler.email}"
 }
+
+# ... and the push subscription of sync requests (pubsub.tf), whose OIDC token Cloud Run checks.
+resource "google_cloud_run_v2_service_iam_member" "calendar_import_pubsub_push" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.main["calendar_import"].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.pubsub_push.email}"
+}

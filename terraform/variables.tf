@@ -169,14 +169,16 @@ variable "functions" {
       max_instances   = optional(number, 5)
       ingress         = optional(string, "ALLOW_ALL")
     }), {})
-    # calendar_import: one cycle at a time by design (a lease; a second call answers 409).
+    # calendar_import: one cycle per request (a lease per connection; a second call for the same one is
+    # busy). Pub/Sub pushes each connection's sync request as its own request, so max_instances x
+    # concurrency is how many connections sync at once, bounded below by Google Calendar's quotas.
     calendar_import = optional(object({
       memory          = optional(string, "512M")
       cpu             = optional(string, "0.333")
       concurrency     = optional(number, 1)
       timeout_seconds = optional(number, 540)
       min_instances   = optional(number, 0)
-      max_instances   = optional(number, 1)
+      max_instances   = optional(number, 10)
       ingress         = optional(string, "ALLOW_ALL")
     }), {})
     oauth_callback = optional(object({
@@ -227,6 +229,13 @@ variable "functions" {
     error_message = "timeout_seconds must be between 1 and 3600 (HTTP functions, 2nd gen)."
   }
 
+  # Each cycle in flight may use up to its Google user's 600 requests/min; 16 of them stay under the
+  # project's 10,000/min even then (README "Push notifications and Pub/Sub", the arithmetic for 1,000).
+  validation {
+    condition     = var.functions.calendar_import.max_instances * var.functions.calendar_import.concurrency <= 16
+    error_message = "calendar_import's max_instances x concurrency must be at most 16: more cycles at once could exceed Google Calendar's 10,000 requests/min per project (16 x 600/min per user = 9,600)."
+  }
+
   validation {
     condition     = var.functions.calendar_import.timeout_seconds <= 1740
     error_message = "calendar_import.timeout_seconds must leave room under Cloud Scheduler's 30 minute attempt deadline (<= 1740)."
@@ -237,5 +246,29 @@ variable "functions" {
       for f in values(var.functions) : f.min_instances >= 0 && f.max_instances >= 1 && f.min_instances <= f.max_instances
     ])
     error_message = "each function needs 0 <= min_instances <= max_instances and max_instances >= 1."
+  }
+}
+
+variable "sync_requests" {
+  description = "Delivery of sync requests to calendar_import by the Pub/Sub push subscription: the retry backoff (seconds) and the attempts before a request goes to the dead-letter topic."
+  type = object({
+    # A 5xx means Google, Directus or the store had trouble: the first retry soon, then backing off to
+    # 10 minutes; 10 attempts span about 40 minutes, longer than most outages.
+    minimum_backoff_seconds = optional(number, 10)
+    maximum_backoff_seconds = optional(number, 600)
+    max_delivery_attempts   = optional(number, 10)
+  })
+  default = {}
+
+  validation {
+    condition = (var.sync_requests.minimum_backoff_seconds >= 0 &&
+      var.sync_requests.minimum_backoff_seconds <= var.sync_requests.maximum_backoff_seconds &&
+    var.sync_requests.maximum_backoff_seconds <= 600)
+    error_message = "sync_requests needs 0 <= minimum_backoff_seconds <= maximum_backoff_seconds <= 600 (Pub/Sub's limits)."
+  }
+
+  validation {
+    condition     = var.sync_requests.max_delivery_attempts >= 5 && var.sync_requests.max_delivery_attempts <= 100 && floor(var.sync_requests.max_delivery_attempts) == var.sync_requests.max_delivery_attempts
+    error_message = "sync_requests.max_delivery_attempts must be a whole number from 5 to 100 (Pub/Sub's limits)."
   }
 }

@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.parts.firestore",
+    "tests.parts.pubsub",
     "tests.fakes.google",
     "tests.parts.directus",
     "tests.fakes.secretmanager",

@@ -25,7 +25,9 @@ from calsync.web.http import MissingSettings
 
 if TYPE_CHECKING:
     from calsync.directus.client import DirectusClient
+    from calsync.fanout import SyncRequests
     from calsync.google.calendar import GoogleCalendar
+    from calsync.sync.cycle import CycleResult
     from calsync.sync.fleet import Fleet
     from calsync.sync.tick import TickResult
 
@@ -303,6 +305,7 @@ class App:
             publish=self.publish_statuses,
             concurrency=settings.sync_concurrency,
             budget_seconds=settings.sync_budget_seconds,
+            dispatch=(lambda ids: self.sync_requests.request(ids, "tick")) if settings.pubsub_topic else None,
         )
 
     def run_tick(self) -> TickResult:
@@ -317,17 +320,49 @@ class App:
             return TickResult("error", 503, {"status": "error", "error": str(exc), "connections": {}})
         return run_tick(fleet)
 
+    @property
+    def sync_requests(self) -> SyncRequests:
+        """Where "sync this connection soon" goes: Pub/Sub (``PUBSUB_TOPIC``), else this process's pool."""
+        from calsync.fanout import build_sync_requests
+
+        requests: SyncRequests = self._once(
+            "sync_requests", lambda: build_sync_requests(self.settings, run=self.run_connection)
+        )
+        return requests
+
     def request_sync(self, connection: str, reason: str) -> None:
-        """Ask for a cycle of this connection soon (a push notification, a new consent), without waiting
-        for it. TODO(issue 16): through the fan-out port (Pub/Sub, or in-process)."""
-        from calsync.sync.cycle import run_cycle
+        """Ask for a cycle of this connection soon (a push notification, a new consent), without waiting."""
+        self.sync_requests.request([connection], reason)
+
+    def run_connection(self, connection: str) -> CycleResult:
+        """One connection's cycle, as a sync request asks for it (``calsync.fanout``). Raises
+        UnknownConnection.
+
+        Bursts collapse: the request is recorded first (``sync_requested_at``), then the cycle is tried; a
+        request that finds a cycle running (409) is answered at once, and that cycle, finding a request
+        made after it started, pulls once more. A connection's first cycle scans Directus for everything
+        routed to it; later ones push what the tick found for it (its outbox), and scan nothing."""
+        from calsync.sync.cycle import CycleWork, run_cycle
 
         ctx = self.context(connection)
-        threading.Thread(target=run_cycle, args=(ctx,), name=f"sync-{connection}", daemon=True).start()
-        log.info("sync requested", extra=logs.fields(connection=connection, reason=reason))
+        config = ctx.config
+        ctx.store.update_status(connection, {"sync_requested_at": ctx.clock()})
+        for _ in range(2):
+            started = ctx.clock()
+            first = ctx.store.cursor(connection, config.calendar_id).directus_checkpoint is None
+            unrouted = config.route_field is None and config.route_value is None  # serves every booking
+            result = run_cycle(ctx, work=None if first or unrouted else CycleWork())
+            asked = ctx.store.get_status(connection).sync_requested_at
+            if result.status == "busy" or asked is None or asked < started:
+                return result
+            log.info("asked again while the cycle ran: once more", extra=logs.fields(connection=connection))
+        return result
 
     def close(self) -> None:
         with self._lock:
+            requests = self._built.pop("sync_requests", None)
+            if requests is not None and hasattr(requests, "close"):
+                requests.close(wait=False)
             store = self._built.pop("store", None)
             if store is not None:
                 store.close()

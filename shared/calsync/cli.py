@@ -41,7 +41,8 @@ CYCLE_EXIT = {
     "mass_cancel_refused": SYNC_FAILED,
     "mass_delete_refused": SYNC_FAILED,
     "busy": BUSY,
-    "partial": SYNC_FAILED,  # some connections synced, some failed: each one's status says which
+    "partial": SYNC_FAILED,
+    "dispatched": OK,  # PUBSUB_TOPIC: one sync request per connection published  # some connections synced, some failed: each one's status says which
     "no_connections": NOT_CONNECTED,
 }
 SETTINGS_HINT = "set it in the environment or in .calsync/local.env (the environment wins)"

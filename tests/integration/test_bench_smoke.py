@@ -52,7 +52,8 @@ def test_bench_runs_on_tiny_sizes_and_writes_well_formed_results(tmp_path: Path)
     hook = by_name["hook_create"]
     assert hook["google_requests"] == hook["floor_requests"] == SMALL.hook  # one insert per delivery
     assert 0 < hook["p50_ms"] <= hook["p95_ms"]
-    assert hook["directus_requests"] <= 2 * SMALL.hook  # the booking read and the status write-back
+    # the booking read and the status write-back, and the connections, read once per ROSTER_TTL
+    assert hook["directus_requests"] <= 2 * SMALL.hook + 1
     # our overhead is what is left of a delivery once Directus's answers are taken out
     assert 0 < hook["own_p50_ms"] < hook["p50_ms"] and 0 < hook["directus_p50_ms"] < hook["p50_ms"]
 

@@ -240,8 +240,10 @@ def test_oauth_callback_bundle_status_needs_the_key(served: dict[str, Served]) -
     status, _, body = call("GET", base + "/status?key=wrong")
     assert status in (401, 403), body
     status, _, body = call("GET", f"{base}/status?key={CONNECT_KEY}")
-    assert status == 200, body
-    assert isinstance(body, dict) and body["connected"] is False
+    # No Directus answers here, so the connections cannot be read: a JSON 503 that names it (a 500 would
+    # mean the bundle lacks a module)
+    assert status == 503, body
+    assert isinstance(body, dict) and "Directus did not answer the connections read" in body["error"]
 
 
 @pytest.mark.slow
@@ -249,6 +251,7 @@ def test_calendar_import_bundle_answers_json(served: dict[str, Served]) -> None:
     server = served["calendar_import"]
     status, content_type, body = call("POST", server.base + "/", b"")
     assert content_type == "application/json", body
-    # No account is connected yet: a JSON summary saying so. A 500 here usually means the bundle lacks a module.
-    assert status == 200, f"{body}\n{server.log.read_text()[-3000:]}"
-    assert isinstance(body, dict)
+    # No Directus answers here: a JSON 503 naming it, which the scheduler retries. A 500 here usually means
+    # the bundle lacks a module.
+    assert status == 503, f"{body}\n{server.log.read_text()[-3000:]}"
+    assert isinstance(body, dict) and body["status"] == "error" and "Directus" in body["error"]

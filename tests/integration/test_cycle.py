@@ -74,9 +74,10 @@ def test_a_quiet_cycle_makes_one_list_call_and_no_writes(product: Product) -> No
     assert (summary["created"], summary["updated"], summary["pushed"]) == (0, 0, 0)
     assert product.google.count() == 1 and product.google.count(method="GET", path_contains="/events") == 1
     # Directus: the connections, its clock, one page of changed bookings, one sweep slice (deleted
-    # bookings), the bookings counted by sync status, and the status shown on the settings item; none of
-    # them grows with the calendar (nor with the number of connections: tests/unit/sync/test_tick.py)
-    assert product.app.directus.requests - directus_before == 6
+    # bookings), the bookings counted by sync status, and the status shown on the connection's item and
+    # on the settings item; none of them grows with the calendar (nor with the number of connections:
+    # tests/unit/sync/test_tick.py)
+    assert product.app.directus.requests - directus_before == 7
     assert product.bookings() == before  # no booking was written
 
 

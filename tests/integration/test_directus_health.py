@@ -107,9 +107,11 @@ def test_the_item_counts_bookings_by_sync_status_in_one_aggregate_request(produc
         *({"title": f"b{n}", "start_datetime": SOON, "sync_status": s} for n, s in enumerate(statuses))
     )
     client = product.app.directus
+    product.app.roster()  # the connections, read at most every ROSTER_TTL
     before = client.requests
     product.app.publish_status()
-    assert client.requests - before == 2  # the aggregate read and the item's write
+    # the aggregate read, the connections' items' write and the settings item's
+    assert client.requests - before == 3
     item = settings_item(product.directus)
     assert (item["bookings_in_error"], item["bookings_queued"]) == (2, 1)
     assert (item["bookings_read_only"], item["bookings_excluded"]) == (1, 3)

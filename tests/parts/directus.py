@@ -165,12 +165,14 @@ class DirectusServer:
         booking_hook_url: str = UNREACHABLE,
         oauth_callback_url: str = UNREACHABLE,
         on_google_delete: str = "delete",
+        route_field: str | None = None,
     ) -> SetupConfig:
         """``calsync directus setup``. The suite's Directus lets the sync user delete (tests of
         ON_GOOGLE_DELETE=delete and of the client's deletes need it); tests of the default's narrower policy
         set it up with "cancel" and put it back."""
         config = SetupConfig(self.url, ADMIN_TOKEN, "bookings", booking_hook_url, oauth_callback_url,
-                             WEBHOOK_SECRET, CONNECT_KEY, on_google_delete=on_google_delete)  # fmt: skip
+                             WEBHOOK_SECRET, CONNECT_KEY, on_google_delete=on_google_delete,
+                             route_field=route_field)  # fmt: skip
         result = DirectusSetup(config).run()
         if result.sync_token:
             self.sync_token = result.sync_token

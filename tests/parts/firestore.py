@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.parts.availability import part_unavailable
-from tests.parts.processes import free_port, stop_group
+from tests.parts.processes import free_port, sdk_file, start_until_ready, stop_group
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -43,32 +42,13 @@ if TYPE_CHECKING:
 
 PROJECT = "calsync-test"
 START_TIMEOUT = 90.0  # ~3 s on an idle machine; a 2-core CI box running other parts can be much slower
-_SDK_ROOTS = ("/usr/lib/google-cloud-sdk", "/usr/share/google-cloud-sdk", "/google-cloud-sdk")
 _LAUNCHER = Path("platform", "cloud-firestore-emulator", "cloud_firestore_emulator")
 _ENV_LOCK = threading.Lock()
 
 
 def find_launcher() -> Path | None:
-    """The emulator's own launcher; the usual SDK roots first because `gcloud info` takes ~1 s."""
-    for root in _SDK_ROOTS:
-        candidate = Path(root) / _LAUNCHER
-        if candidate.is_file():
-            return candidate
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        return None
-    try:
-        out = subprocess.run(
-            [gcloud, "info", "--format=value(installation.sdk_root)"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    candidate = Path(out) / _LAUNCHER
-    return candidate if out and candidate.is_file() else None
+    """The emulator's own launcher."""
+    return sdk_file(_LAUNCHER)
 
 
 def _http(method: str, url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -116,12 +96,6 @@ class FirestoreEmulator:
                     else:
                         os.environ[name] = value
 
-    def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
         """Stop the bash wrapper and its java child: they share the process group we gave them."""
         stop_group(self.process)
@@ -130,33 +104,16 @@ class FirestoreEmulator:
 def start_emulator(launcher: Path, log_dir: Path) -> FirestoreEmulator:
     """Start one emulator on a free port and wait for `GET /` to answer Ok; raise RuntimeError if not."""
     port = free_port()
+    host = f"127.0.0.1:{port}"
     log_path = log_dir / f"firestore-emulator-{port}.log"
-    log = log_path.open("wb")
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [str(launcher), "start", "--host=127.0.0.1", f"--port={port}"],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # own process group, so stop() reaches the java child too
-        cwd=log_dir,
-    )
-    log.close()
-    emulator = FirestoreEmulator(f"127.0.0.1:{port}", PROJECT, process, log_path)
-    deadline = started + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"emulator exited with {process.returncode}: {emulator.log_tail()}")
-        try:
-            status, body = _http("GET", emulator.base_url + "/", timeout=2)
-            if status == 200 and body.strip() == "Ok":
-                emulator.started_in = time.monotonic() - started
-                return emulator
-        except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.1)
-    emulator.stop()
-    raise RuntimeError(f"emulator not ready after {START_TIMEOUT:.0f} s: {emulator.log_tail()}")
+
+    def ready() -> bool:
+        status, body = _http("GET", f"http://{host}/", timeout=2)
+        return status == 200 and body.strip() == "Ok"
+
+    command = [str(launcher), "start", "--host=127.0.0.1", f"--port={port}"]
+    process, started_in = start_until_ready(command, log_path, ready, START_TIMEOUT)
+    return FirestoreEmulator(host, PROJECT, process, log_path, started_in)
 
 
 class _Launch:

@@ -168,7 +168,7 @@ def test_variables_are_typed_described_and_validated(tf: Config) -> None:
 def test_apis_are_enabled(tf: Config) -> None:
     apis = str(tf.resources[("google_project_service", "main")]["for_each"])
     for api in ("cloudfunctions", "run", "cloudbuild", "artifactregistry", "secretmanager", "firestore",
-                "cloudscheduler", "calendar-json"):  # fmt: skip
+                "cloudscheduler", "calendar-json", "pubsub"):  # fmt: skip
         assert f"{api}.googleapis.com" in apis, api
 
 
@@ -242,16 +242,19 @@ def invoker_bindings(tf: Config) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{kind}.{name}", body) for kind, name, body in tf.all_resources() if kind in kinds]
 
 
-def test_calendar_import_is_invoked_only_by_the_scheduler(tf: Config) -> None:
+def test_calendar_import_is_invoked_only_by_the_scheduler_and_the_push_subscription(tf: Config) -> None:
     bindings = [
         (n, b) for n, b in invoker_bindings(tf) if '"calendar_import"' in str(b) or "calendar_import" in n
     ]
     assert bindings, "calendar_import needs an invoker binding for the scheduler"
+    members = set()
     for name, body in bindings:
-        members = str(body.get("member", "")) + str(body.get("members", ""))
-        assert "allUsers" not in members and "allAuthenticatedUsers" not in members, name
-        assert members == "serviceAccount:${google_service_account.scheduler.email}", name
+        member = str(body.get("member", "")) + str(body.get("members", ""))
+        assert "allUsers" not in member and "allAuthenticatedUsers" not in member, name
         assert body["role"] == "roles/run.invoker"
+        members.add(member)
+    assert members == {"serviceAccount:${google_service_account.scheduler.email}",
+                       "serviceAccount:${google_service_account.pubsub_push.email}"}  # fmt: skip
     assert "roles/run.invoker" not in str(
         [b for k, _, b in tf.all_resources() if k.startswith("google_project_iam")]
     )
@@ -276,6 +279,94 @@ def test_scheduler_uses_an_oidc_token_for_the_function_uri(tf: Config) -> None:
     assert oidc["audience"] == uri
     assert "oauth_token" not in target
     assert target["http_method"] == "POST"
+
+
+# --- sync requests on Pub/Sub -----------------------------------------------------------------------
+
+
+CALENDAR_IMPORT_URI = '${google_cloudfunctions2_function.main["calendar_import"].service_config[0].uri}'
+
+
+def test_sync_requests_are_pushed_to_calendar_import_with_an_oidc_token(tf: Config) -> None:
+    topic = tf.resources[("google_pubsub_topic", "sync_requests")]
+    assert topic["name"] == "${var.name_prefix}-sync-requests"
+    subscription = tf.resources[("google_pubsub_subscription", "sync_requests")]
+    assert subscription["topic"] == "${google_pubsub_topic.sync_requests.id}"
+    push = one(subscription["push_config"])
+    assert push["push_endpoint"] == CALENDAR_IMPORT_URI
+    oidc = one(push["oidc_token"])
+    assert oidc["service_account_email"] == "${google_service_account.pubsub_push.email}"
+    assert oidc["audience"] == CALENDAR_IMPORT_URI
+    # Pub/Sub waits for a whole cycle (up to the function's timeout) before redelivering, within its 600 s.
+    assert (
+        subscription["ack_deadline_seconds"]
+        == "${min(600, var.functions.calendar_import.timeout_seconds + 30)}"
+    )
+    assert one(subscription["expiration_policy"])["ttl"] == ""
+    retry = one(subscription["retry_policy"])
+    assert retry["minimum_backoff"] == "${var.sync_requests.minimum_backoff_seconds}s"
+    assert retry["maximum_backoff"] == "${var.sync_requests.maximum_backoff_seconds}s"
+    dead = one(subscription["dead_letter_policy"])
+    assert dead["dead_letter_topic"] == "${google_pubsub_topic.sync_requests_dead.id}"
+    assert dead["max_delivery_attempts"] == "${var.sync_requests.max_delivery_attempts}"
+
+
+def test_dead_letters_are_kept_and_the_service_agent_has_exactly_its_grants(tf: Config) -> None:
+    kept = tf.resources[("google_pubsub_subscription", "sync_requests_dead")]
+    assert kept["topic"] == "${google_pubsub_topic.sync_requests_dead.id}", "a topic alone drops messages"
+    assert "push_config" not in kept and one(kept["expiration_policy"])["ttl"] == ""
+    agent = "${local.pubsub_service_agent}"
+    assert "gcp-sa-pubsub.iam.gserviceaccount.com" in tf.locals["pubsub_service_agent"]
+    grants = {(kind, name): body for kind, name, body in tf.all_resources() if body.get("member") == agent}
+    assert {(k, n, b["role"]) for (k, n), b in grants.items()} == {
+        ("google_pubsub_topic_iam_member", "dead_letter_publisher", "roles/pubsub.publisher"),
+        ("google_pubsub_subscription_iam_member", "dead_letter_subscriber", "roles/pubsub.subscriber"),
+        ("google_service_account_iam_member", "pubsub_push_token_creator", "roles/iam.serviceAccountTokenCreator"),
+    }  # fmt: skip
+    assert grants[("google_pubsub_topic_iam_member", "dead_letter_publisher")]["topic"] == (
+        "${google_pubsub_topic.sync_requests_dead.name}"
+    )
+    assert grants[("google_pubsub_subscription_iam_member", "dead_letter_subscriber")]["subscription"] == (
+        "${google_pubsub_subscription.sync_requests.name}"
+    )
+    token = grants[("google_service_account_iam_member", "pubsub_push_token_creator")]
+    assert token["service_account_id"] == "${google_service_account.pubsub_push.name}", "on that account only"
+
+
+def test_only_the_tick_and_the_receiver_publish_on_the_topic_alone(tf: Config) -> None:
+    publishers = tf.of_type("google_pubsub_topic_iam_member")
+    publisher = publishers.pop("sync_request_publisher")
+    assert set(re.findall(r'"(\w+)"', tf.locals["sync_request_publishers"])) == {
+        "booking_hook",
+        "calendar_import",
+    }
+    assert publisher["topic"] == "${google_pubsub_topic.sync_requests.name}"
+    assert publisher["role"] == "roles/pubsub.publisher"
+    assert publisher["member"] == "serviceAccount:${google_service_account.function[each.key].email}"
+    assert set(publishers) == {"dead_letter_publisher"}
+    for kind, name, body in tf.all_resources():
+        if kind.startswith(("google_project_iam", "google_folder_iam", "google_organization_iam")):
+            assert "pubsub" not in str(body.get("role", "")), (
+                f"{kind}.{name}: Pub/Sub roles go on the resource"
+            )
+    environment = tf.locals["function_environment"]
+    for function in ("booking_hook", "calendar_import"):
+        assert environment[function]["PUBSUB_TOPIC"] == "${google_pubsub_topic.sync_requests.id}", function
+    assert "PUBSUB_TOPIC" not in str(environment["oauth_callback"])
+
+
+def test_calendar_import_cycles_at_once_stay_inside_googles_quotas(tf: Config) -> None:
+    defaults = function_defaults(tf, "calendar_import")
+    at_once = int(defaults["max_instances"]) * int(defaults["concurrency"])
+    assert 1 < at_once <= 16, "16 cycles x 600 requests/min per user = 9,600 < 10,000 per project"
+    assert "max_instances * var.functions.calendar_import.concurrency <= 16" in str(
+        tf.variables["functions"]["validation"]
+    )
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Push notifications and Pub/Sub") :]
+    section = section[: section.index("\n## ", 1)]
+    for figure in ("10,000", "600", "1,000", "9,600"):
+        assert figure in section, f"the README shows the quota arithmetic ({figure})"
 
 
 # --- secrets ----------------------------------------------------------------------------------------
@@ -540,6 +631,15 @@ def plan_variables(folder: Path, values: dict[str, str], var_file: Path | None =
         ("functions", '{oauth_callback={concurrency=10, cpu="1"}}', True),
         ("functions", '{booking_hook={ingress="ALLOW_INTERNAL_AND_GCLB"}}', True),
         ("functions", '{booking_hook={ingress="INTERNAL"}}', False),
+        ("functions", "{calendar_import={max_instances=16}}", True),
+        ("functions", "{calendar_import={max_instances=17}}", False),
+        ("functions", '{calendar_import={max_instances=4, concurrency=4, cpu="1"}}', True),
+        ("functions", '{calendar_import={max_instances=4, concurrency=5, cpu="1"}}', False),
+        ("sync_requests", "{max_delivery_attempts=4}", False),
+        ("sync_requests", "{max_delivery_attempts=100}", True),
+        ("sync_requests", "{minimum_backoff_seconds=700}", False),
+        ("sync_requests", "{maximum_backoff_seconds=601}", False),
+        ("sync_requests", "{minimum_backoff_seconds=1, maximum_backoff_seconds=60}", True),
     ],
 )
 def test_variable_validation(variables_only: Path, name: str, value: str, accepted: bool) -> None:

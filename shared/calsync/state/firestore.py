@@ -648,6 +648,7 @@ class FirestoreSyncStore(SyncStore):
             last_error=data.get("last_error"),
             updated_at=_utc(data["updated_at"]),
             publish_error=data.get("publish_error"),
+            sync_requested_at=_opt_utc(data.get("sync_requested_at")),
         )
 
     @staticmethod
@@ -665,6 +666,7 @@ class FirestoreSyncStore(SyncStore):
             "last_error": status.last_error,
             "updated_at": status.updated_at,
             "publish_error": status.publish_error,
+            "sync_requested_at": status.sync_requested_at,
         }
 
     def get_status(self, connection: str) -> ConnectionStatus:

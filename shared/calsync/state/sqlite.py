@@ -514,7 +514,7 @@ class SqliteSyncStore(SyncStore):
         if body is None:
             return ConnectionStatus(connection=connection)
         data = json.loads(body)
-        for name in ("connected_at", "last_cycle_at", "updated_at"):
+        for name in ("connected_at", "last_cycle_at", "updated_at", "sync_requested_at"):
             data[name] = _dt(data.get(name))
         if data["updated_at"] is None:
             del data["updated_at"]
@@ -534,6 +534,7 @@ class SqliteSyncStore(SyncStore):
                 "last_error": status.last_error,
                 "updated_at": _ts(status.updated_at),
                 "publish_error": status.publish_error,
+                "sync_requested_at": _ts(status.sync_requested_at) if status.sync_requested_at else None,
             }
         )
 

@@ -153,6 +153,9 @@ class ConnectionStatus:
     updated_at: datetime = dataclasses.field(default_factory=utcnow)
     # Directus refused the last status publish: shown by the next one that goes through, in any instance
     publish_error: str | None = None
+    # When a sync of this connection was last asked for (a notification, a tick's fan-out): a cycle still
+    # running then pulls once more (``App.run_connection``), so a burst costs at most one more cycle
+    sync_requested_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)

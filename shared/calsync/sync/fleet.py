@@ -25,3 +25,6 @@ class Fleet:
     concurrency: int = 4
     budget_seconds: float = 420.0
     clock: Callable[[], datetime] = utcnow
+    # Fan-out (Pub/Sub): instead of running the cycles here, queue each connection's work in its outbox and
+    # ask for one cycle per connection, which the function's other instances run (``calsync.fanout``)
+    dispatch: Callable[[Sequence[str]], None] | None = None

@@ -162,10 +162,10 @@ class SyncConfig:
     notification_url: str | None = None
 
     def serves(self, item: dict[str, Any]) -> bool:
-        """Whether this connection serves the booking (routing, ``calsync.sync.connections``)."""
-        if self.route_field is None:
-            return True
-        return route_text(item.get(self.route_field)) == self.route_value
+        """Whether this connection serves the booking (routing, ``calsync.sync.connections``): without a
+        route field, the default connection (no value of its own) serves every booking, the others none."""
+        value = route_text(item.get(self.route_field)) if self.route_field is not None else None
+        return value == self.route_value
 
     @property
     def list_filter(self) -> str:

@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -88,16 +89,49 @@ def _tick(fleet: Fleet) -> TickResult:
     except DirectusError as exc:
         log.warning("tick could not read Directus; the next one retries", extra=logs.fields(error=str(exc)))
         return TickResult("error", 503, {"status": "error", "error": str(exc), "connections": {}})
+    if fleet.dispatch is not None:
+        return _fan_out(fleet, fleet.dispatch, specs, found, scan_start, started)
     results = _run_cycles(fleet, specs, found, started)
     _release_moved(fleet, specs, found, results)
     store.update_cursor(TICK, fleet.collection, directus_checkpoint=scan_start)
-    for cid, after in found.sweep_after.items():
-        spec = roster.get(cid)
-        if spec is not None and store.cursor(cid, spec.calendar_id).sweep_after != after:
-            store.update_cursor(cid, spec.calendar_id, sweep_after=after)
+    _save_sweep(fleet, found)
     mark_unrouted(fleet.directus, roster, fleet.booking_fields(), found.unrouted)
     fleet.publish([s.id for s in specs])
     return _summary(roster, results, len(found.unrouted), started)
+
+
+def _fan_out(
+    fleet: Fleet,
+    dispatch: Callable[[Sequence[str]], None],
+    specs: list[ConnectionSpec],
+    found: _Found,
+    scan_start: str,
+    started: float,
+) -> TickResult:
+    """Fan-out: each connection's work goes to its outbox and one sync request per connection goes to
+    Pub/Sub, whose deliveries run the cycles in other instances, as many at once as terraform allows. A
+    moved booking's release waits in its old connection's outbox until its new calendar has it."""
+    for spec in specs:
+        if spec.id not in found.first:
+            _park(fleet, spec, found.work.get(spec.id) or CycleWork(), "fanned out")
+    dispatch([s.id for s in specs])
+    fleet.store.update_cursor(TICK, fleet.collection, directus_checkpoint=scan_start)
+    _save_sweep(fleet, found)
+    mark_unrouted(fleet.directus, fleet.roster, fleet.booking_fields(), found.unrouted)
+    body = {
+        "status": "dispatched",
+        "connections": [s.id for s in specs],
+        "unrouted": len(found.unrouted),
+        "duration": round(time.monotonic() - started, 3),
+    }
+    return TickResult("dispatched", 200, body)
+
+
+def _save_sweep(fleet: Fleet, found: _Found) -> None:
+    for cid, after in found.sweep_after.items():
+        spec = fleet.roster.get(cid)
+        if spec is not None and fleet.store.cursor(cid, spec.calendar_id).sweep_after != after:
+            fleet.store.update_cursor(cid, spec.calendar_id, sweep_after=after)
 
 
 def _one(fleet: Fleet, spec: ConnectionSpec, started: float) -> TickResult:

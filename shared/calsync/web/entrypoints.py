@@ -98,9 +98,15 @@ def booking_hook(request: flask.Request) -> flask.Response:
 
 @guarded("calendar_import")
 def calendar_import(request: flask.Request) -> flask.Response:
-    """One tick: every connection's cycle (Cloud Scheduler calls this; the platform checks its OIDC token)."""
+    """One tick: every connection's cycle (Cloud Scheduler calls this), or the one connection's cycle a
+    Pub/Sub push delivery asks for (the platform checks the OIDC token of both)."""
     app = get_app()
     require_method(request, "POST")
     app.require("directus_url", "directus_token", "google_client_id", "google_client_secret")
+    from calsync.web import sync_requests
+
+    pushed = sync_requests.push_delivery(request)
+    if pushed is not None:
+        return sync_requests.answer(app, pushed)
     result = app.run_tick()
     return json_response(result.http_status, result.body)

@@ -202,6 +202,8 @@ class App:
                 directus=self.directus,
                 calendar=lambda: self.calendar(spec.id),
                 publish_status=lambda: self.publish_status(spec.id),
+                booking_fields=self.booking_fields,
+                sync_user_id=self.sync_user_id,
             )
 
         context: SyncContext = self._once(f"context/{spec!r}", build)
@@ -283,6 +285,13 @@ class App:
         except Exception:
             log.warning("could not show the connection status in Directus", exc_info=True)
 
+    def booking_fields(self) -> frozenset[str]:
+        """The bookings' fields, read once for every connection. The routing field is one of them whatever
+        Directus lets the sync user see of its schema (setup creates it; imports must set it)."""
+        fields: frozenset[str] = self._once("booking_fields", self.directus.booking_fields)
+        route = self.settings.route_field
+        return fields | {route} if route else fields
+
     def sync_user_id(self) -> str | None:
         """The Directus user behind the sync's token (deliveries it caused are echoes), read once."""
         user: str | None = self._once("sync_user", self.directus.current_user_id)
@@ -301,7 +310,7 @@ class App:
             store=self.store,
             directus=self.directus,
             collection=settings.directus_collection,
-            booking_fields=lambda: self._once("booking_fields", self.directus.booking_fields),
+            booking_fields=self.booking_fields,
             publish=self.publish_statuses,
             concurrency=settings.sync_concurrency,
             budget_seconds=settings.sync_budget_seconds,

@@ -179,7 +179,8 @@ class SyncContext:
 
     ``calendar()`` gives the connection's Calendar, or None while no account is connected; ``publish_status``
     shows the connection's status wherever people look (Directus), best effort. ``booking_fields`` and
-    ``sync_user_id`` are read from Directus once per context."""
+    ``sync_user_id`` are read from Directus once per context, unless the root hands in what it read once
+    for every context."""
 
     def __init__(
         self,
@@ -191,6 +192,8 @@ class SyncContext:
         calendar: Callable[[], Calendar | None],
         clock: Callable[[], datetime] = utcnow,
         publish_status: Callable[[], None] = lambda: None,
+        booking_fields: Callable[[], frozenset[str]] | None = None,
+        sync_user_id: Callable[[], str | None] | None = None,
     ) -> None:
         self.connection = connection
         self.config = config
@@ -199,11 +202,13 @@ class SyncContext:
         self.calendar = calendar
         self.clock = clock
         self.publish_status = publish_status
+        self._fields = booking_fields or directus.booking_fields
+        self._user = sync_user_id or directus.current_user_id
 
     @functools.cached_property
     def booking_fields(self) -> frozenset[str]:
-        return self.directus.booking_fields()
+        return self._fields()
 
     @functools.cached_property
     def sync_user_id(self) -> str | None:
-        return self.directus.current_user_id()
+        return self._user()

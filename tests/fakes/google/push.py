@@ -60,6 +60,9 @@ class PushMixin:
 
     def _init_push(self) -> None:
         self.allow_http_push = False  # Google wants https; tests may allow http://127.0.0.1 receivers
+        self.channel_ttl_s = (
+            DEFAULT_TTL_S  # a channel's life when the watch asks for no ttl (Google's default)
+        )
         self._channels: dict[str, _Channel] = {}
         self._sent: list[Notification] = []
         self._drop = 0
@@ -104,6 +107,11 @@ class PushMixin:
         with self._lock:
             self._duplicate += n
 
+    def expire_channel_in(self, channel_id: str, seconds: float) -> None:
+        """The channel's expiration comes ``seconds`` from now (time passing, in short)."""
+        with self._lock:
+            self._channels[channel_id].expiration_ms = int((time.time() + seconds) * 1000)
+
     def expire_channels(self, channel_id: str | None = None) -> None:
         """Channels (all, or one) reach their expiration now: no more messages."""
         with self._lock:
@@ -133,7 +141,7 @@ class PushMixin:
         if split.scheme != "https" and not local_http:
             raise ApiError(400, "push.webhookUrlNotHttps", f"WebHook callback must be HTTPS: {address}")
         try:
-            ttl = int((body.get("params") or {}).get("ttl", DEFAULT_TTL_S))
+            ttl = int((body.get("params") or {}).get("ttl", self.channel_ttl_s))
         except (TypeError, ValueError) as exc:
             raise ApiError(400, "invalid", "Invalid value for: params.ttl") from exc
         if ttl < 1:

@@ -15,13 +15,21 @@ locals {
       SYNC_TICK_MINUTES = tostring(can(regex("^\\*/([0-9]+) ", var.schedule)) ? regex("^\\*/([0-9]+) ", var.schedule)[0] : "5")
     },
     var.directus_public_url == null ? {} : { DIRECTUS_PUBLIC_URL = var.directus_public_url },
+    # every function routes bookings to connections the same way (booking_hook's deliveries, the tick)
+    var.route_field == null ? {} : { ROUTE_FIELD = var.route_field },
   )
 
   # Settings only one function reads.
   function_environment = {
     # Both publish sync requests (pubsub.tf): the notification receiver and the tick.
-    booking_hook    = { PUBSUB_TOPIC = google_pubsub_topic.sync_requests.id }
-    calendar_import = { PUBSUB_TOPIC = google_pubsub_topic.sync_requests.id }
+    booking_hook = { PUBSUB_TOPIC = google_pubsub_topic.sync_requests.id }
+    # The cycle keeps each connection's push channel (events.watch) pointed at booking_hook's receiver,
+    # which is public like the rest of booking_hook and authenticates each notification by its channel
+    # token; with var.push_notifications = false no channel is made and the schedule alone syncs.
+    calendar_import = merge(
+      { PUBSUB_TOPIC = google_pubsub_topic.sync_requests.id },
+      var.push_notifications ? { NOTIFICATION_URL = "${local.function_urls.booking_hook}/notifications" } : {},
+    )
     # Who may complete a consent; "any" is an explicit choice, never a default.
     oauth_callback = { ALLOWED_GOOGLE_ACCOUNTS = var.allowed_google_accounts }
   }

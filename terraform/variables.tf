@@ -272,3 +272,15 @@ variable "sync_requests" {
     error_message = "sync_requests.max_delivery_attempts must be a whole number from 5 to 100 (Pub/Sub's limits)."
   }
 }
+
+variable "push_notifications" {
+  description = "Ask Google for push notifications (events.watch) to booking_hook's /notifications, so calendar changes reach Directus in seconds; the schedule stays the safety net."
+  type        = bool
+  default     = true
+}
+
+variable "route_field" {
+  description = "ROUTE_FIELD: the bookings field whose value picks the staff member's connection (README, Staff calendars); null: every booking goes to the default connection."
+  type        = string
+  default     = null
+}

@@ -351,8 +351,14 @@ def test_only_the_tick_and_the_receiver_publish_on_the_topic_alone(tf: Config) -
             )
     environment = tf.locals["function_environment"]
     for function in ("booking_hook", "calendar_import"):
-        assert environment[function]["PUBSUB_TOPIC"] == "${google_pubsub_topic.sync_requests.id}", function
+        assert "PUBSUB_TOPIC = google_pubsub_topic.sync_requests.id" in str(environment[function]) or (
+            environment[function].get("PUBSUB_TOPIC") == "${google_pubsub_topic.sync_requests.id}"
+        ), function
     assert "PUBSUB_TOPIC" not in str(environment["oauth_callback"])
+    # the cycle keeps the channels pointed at booking_hook's receiver (unless push is turned off)
+    assert 'NOTIFICATION_URL = "${local.function_urls.booking_hook}/notifications"' in str(
+        environment["calendar_import"]
+    )
 
 
 def test_calendar_import_cycles_at_once_stay_inside_googles_quotas(tf: Config) -> None:

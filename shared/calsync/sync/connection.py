@@ -15,6 +15,7 @@ from typing import Any
 
 from calsync import logs
 from calsync.state.store import ConnectionStatus, Cursor, SyncStore, utcnow
+from calsync.sync.channels import channel_status
 from calsync.sync.connections import ConnectionSpec, Roster
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def status_body(store: SyncStore, connection: str, spec: ConnectionSpec | None =
         "last_error": status.last_error,
         "pending_outbox": store.count_outbox(connection),
         "dead_letters": store.count_dead_letters(connection),
+        "push": channel_status(store, connection),
     }
     if spec is not None:
         body.update(

@@ -385,3 +385,24 @@ def test_the_scheduler_tick_still_runs_the_cycle(
     for response in (client.post("/", json={}), client.post("/")):
         assert response.status_code != 400, response.get_json()
         assert "connection" not in response.get_json(), "the tick is not a push"
+
+
+# --- App.run_connection: a request made while the connection's cycle runs makes it pull once more ----
+
+
+def test_a_request_that_finds_the_cycle_running_makes_that_cycle_pull_once_more() -> None:
+    alice = MemoryConnection("alice")
+    app = MemoryApp(alice)
+    alice.gate.clear()  # the first cycle waits inside, holding the connection's lease
+    first: list[Any] = []
+    running = threading.Thread(target=lambda: first.append(app.run_connection("alice")))
+    running.start()
+    wait_until(lambda: alice.cycles == 1)
+    alice.google.create_event("Changed while the cycle ran")  # what the second request is about
+    assert app.run_connection("alice").status == "busy"  # answered at once
+    alice.gate.set()
+    running.join(10)
+    assert first and first[0].status == "ok"
+    assert alice.cycles == 2  # the running cycle pulled once more, and no more than once
+    assert [r["title"] for r in alice.directus.rows().values()] == ["Changed while the cycle ran"]
+    assert app.run_connection("alice").status == "ok" and alice.cycles == 3  # a later request: its own cycle

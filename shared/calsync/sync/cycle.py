@@ -1,11 +1,15 @@
-"""One sync cycle: what calendar_import runs on every Cloud Scheduler tick (and ``calsync sync`` locally).
+"""One connection's sync cycle: what the tick (``calsync.sync.tick``) runs for each connection, what a sync
+request runs for one (``App.run_connection``), and ``calsync sync`` locally.
 
 1. Take the connection's import lease (another cycle running -> 409).
 2. Pull Google -> Directus (``pull.Puller``), resolving conflicts by the later change.
-3. Repair Directus -> Google: drain the outbox (oldest first, bounded, backoff per entry), then push every
-   booking changed in Directus since the checkpoint whose content differs from its mapping (webhooks that
-   never arrived), then advance the checkpoint.
-4. Record the cycle in the connection status (and in Directus when configured).
+3. Keep the connection's push channel (``channels.ensure_channel``): made, renewed before it expires.
+4. Repair Directus -> Google: drain the outbox (oldest first, bounded, backoff per entry), then push what
+   the tick's shared reads found for this connection (``CycleWork``); or, without them (one connection,
+   or a connection's first cycle), push every booking routed here and changed in Directus since the
+   checkpoint whose content differs from its mapping (webhooks that never arrived), and advance the
+   checkpoint.
+5. Record the cycle in the connection status (and in Directus when configured).
 
 The pull runs before the repair so that a booking changed on both sides is decided once, by the later
 change: the pull sees the Directus edit and the Google edit side by side; pushing first would overwrite the

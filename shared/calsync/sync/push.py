@@ -334,18 +334,7 @@ class Pusher:
             outcome.guard = refusal
             outcome.fail([key for key, _ in targets], refusal, "delete")
             return outcome
-        try:
-            calendar = self._calendar()
-        except NotConnected as exc:
-            self._failure(outcome, [key for key, _ in targets], exc, "delete")
-            return outcome
-        gone: list[str] = []
-        writes = [EventWrite("delete", event_id, None, self.config.send_updates) for _, event_id in targets]
-        for (key, _), result in zip(targets, self._run(calendar, writes), strict=True):
-            if isinstance(result, GoogleError) and not isinstance(result, GoogleNotFound | GoogleGone):
-                self._failure(outcome, [key], result, "delete")
-            else:
-                gone.append(key)  # deleted now, or already gone: that is the goal
+        gone = self._delete_events([k for k, _ in targets], [e for _, e in targets], outcome, "delete")
         # The mapping goes only once Google confirmed the event gone: until then it is what finds the event.
         self.store.delete_mappings(self.connection, self.collection, gone)
         for key in gone:
@@ -353,6 +342,25 @@ class Pusher:
         outcome.deleted.extend(gone)
         self._deleted += len(gone)
         return outcome
+
+    def _delete_events(
+        self, keys: list[str], event_ids: list[str], outcome: PushOutcome, action: OutboxAction
+    ) -> list[str]:
+        """Delete these bookings' events; the keys whose event is gone now (deleted, or already gone: that
+        is the goal). The others are in ``outcome``, to be tried again as ``action``."""
+        try:
+            calendar = self._calendar()
+        except NotConnected as exc:
+            self._failure(outcome, keys, exc, action)
+            return []
+        gone: list[str] = []
+        writes = [EventWrite("delete", event_id, None, self.config.send_updates) for event_id in event_ids]
+        for key, result in zip(keys, self._run(calendar, writes), strict=True):
+            if isinstance(result, GoogleError) and not isinstance(result, GoogleNotFound | GoogleGone):
+                self._failure(outcome, [key], result, action)
+            else:
+                gone.append(key)
+        return gone
 
     # -- moved to another connection ------------------------------------------------------------------
     def _release(self, keys: list[str]) -> PushOutcome:
@@ -382,17 +390,7 @@ class Pusher:
         owned = [k for k in ready if writable(here[k], event_id_for(self.connection, self.collection, k))]
         gone = [k for k in ready if k not in owned]  # read-only here: forgotten, never deleted
         if owned:
-            try:
-                calendar = self._calendar()
-            except NotConnected as exc:
-                self._failure(outcome, owned, exc, "upsert")
-                owned = []
-            writes = [EventWrite("delete", here[k].event_id, None, self.config.send_updates) for k in owned]
-            for key, result in zip(owned, self._run(calendar, writes) if owned else [], strict=True):
-                if isinstance(result, GoogleError) and not isinstance(result, GoogleNotFound | GoogleGone):
-                    self._failure(outcome, [key], result, "upsert")
-                else:
-                    gone.append(key)
+            gone.extend(self._delete_events(owned, [here[k].event_id for k in owned], outcome, "upsert"))
         self.store.delete_mappings(self.connection, self.collection, gone)
         for key in gone:
             self.store.discard_outbox(self.connection, self.collection, key)

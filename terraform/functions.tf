@@ -21,7 +21,7 @@ locals {
 
   # Settings only one function reads.
   function_environment = {
-    # Both publish sync requests (pubsub.tf): the notification receiver and the tick.
+    # All three publish sync requests (pubsub.tf): the notification receiver, the tick, a new consent.
     booking_hook = { PUBSUB_TOPIC = google_pubsub_topic.sync_requests.id }
     # The cycle keeps each connection's push channel (events.watch) pointed at booking_hook's receiver,
     # which is public like the rest of booking_hook and authenticates each notification by its channel
@@ -31,7 +31,10 @@ locals {
       var.push_notifications ? { NOTIFICATION_URL = "${local.function_urls.booking_hook}/notifications" } : {},
     )
     # Who may complete a consent; "any" is an explicit choice, never a default.
-    oauth_callback = { ALLOWED_GOOGLE_ACCOUNTS = var.allowed_google_accounts }
+    oauth_callback = {
+      ALLOWED_GOOGLE_ACCOUNTS = var.allowed_google_accounts
+      PUBSUB_TOPIC            = google_pubsub_topic.sync_requests.id
+    }
   }
 
   # The Python Functions Framework serves requests on gunicorn threads, THREADS of them (default 4 per

@@ -12,7 +12,9 @@ locals {
   # Google's own agent for Pub/Sub in this project: it signs the push OIDC tokens and moves dead letters.
   pubsub_service_agent = "serviceAccount:service-${data.google_project.main.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   # Who may publish sync requests: the tick and the notification receiver.
-  sync_request_publishers = toset(["booking_hook", "calendar_import"])
+  # the notification receiver, the tick, and a new consent's first sync (run elsewhere: Cloud Run gives an
+  # instance no CPU after its answer, so oauth_callback must not run the cycle itself)
+  sync_request_publishers = toset(["booking_hook", "calendar_import", "oauth_callback"])
 }
 
 resource "google_pubsub_topic" "sync_requests" {

@@ -47,7 +47,14 @@ class World:
         return self.functions[function].url + path
 
     def cycle(self) -> requests.Response:
-        return requests.post(self.url("calendar_import"), timeout=120)
+        """A tick. One that finds a cycle running (409: the first sync a new consent asked for, say) waits
+        for it and tries again: the point is a cycle that ran."""
+        deadline = time.monotonic() + 60
+        while True:
+            response = requests.post(self.url("calendar_import"), timeout=120)
+            if response.status_code != 409 or time.monotonic() > deadline:
+                return response
+            time.sleep(0.5)
 
     def status(self) -> dict[str, Any]:
         return dict(

@@ -37,14 +37,14 @@ class RecordingApp(App):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, store=MemorySyncStore(), sleep=lambda _: None)
-        self.sync_requests: list[tuple[str, str]] = []
+        self.requested: list[tuple[str, str]] = []
         self.fail_requests = 0
 
     def request_sync(self, connection: str, reason: str) -> None:
         if self.fail_requests:
             self.fail_requests -= 1
             raise RuntimeError("the fan-out is down")
-        self.sync_requests.append((connection, reason))
+        self.requested.append((connection, reason))
 
 
 class Served:
@@ -158,12 +158,12 @@ def test_sync_is_acknowledged_and_each_change_requests_one_sync(bench: Bench) ->
     ensure_channel(bench.context(), bench.calendar(), bench.address)
     (sync,) = bench.fake.wait_for_notifications(1)
     assert (sync.state, sync.status) == ("sync", 200)
-    assert bench.app.sync_requests == []
+    assert bench.app.requested == []
 
     bench.fake.create_event("Moved on the phone", START)
     sent = bench.fake.wait_for_notifications(2)
     assert [(n.state, n.status) for n in sent] == [("sync", 200), ("exists", 200)]
-    assert bench.app.sync_requests == [("default", "notification")]
+    assert bench.app.requested == [("default", "notification")]
 
 
 def test_forged_notifications_change_nothing_and_cost_no_google_call(
@@ -193,10 +193,10 @@ def test_forged_notifications_change_nothing_and_cost_no_google_call(
         answer = bench.notify(**headers)
         assert answer.status_code == 200, headers
         assert answer.json()["status"] in ("unknown", "ignored")
-    assert bench.app.sync_requests == []
+    assert bench.app.requested == []
     assert bench.fake.count() == google_requests
     assert bench.notify(**genuine).json()["status"] == "sync_requested"  # and the real one still works
-    assert bench.app.sync_requests == [("default", "notification")]
+    assert bench.app.requested == [("default", "notification")]
     assert "wrong channel token" in caplog.text and channel.token not in caplog.text
 
 
@@ -207,7 +207,7 @@ def test_a_sync_request_that_fails_is_answered_503_and_google_sends_it_again(ben
     bench.fake.create_event("While the fan-out was down", START)
     sent = bench.fake.wait_for_notifications(3)
     assert [(n.state, n.status, n.attempt) for n in sent[1:]] == [("exists", 503, 1), ("exists", 200, 2)]
-    assert bench.app.sync_requests == [("default", "notification")]
+    assert bench.app.requested == [("default", "notification")]
 
 
 def test_duplicated_notifications_are_harmless(bench: Bench) -> None:
@@ -218,7 +218,7 @@ def test_duplicated_notifications_are_harmless(bench: Bench) -> None:
     sent = bench.fake.wait_for_notifications(3)
     assert [n.status for n in sent] == [200, 200, 200]
     # Each copy asks for a sync; the fan-out collapses requests for a connection already syncing.
-    assert bench.app.sync_requests == [("default", "notification")] * 2
+    assert bench.app.requested == [("default", "notification")] * 2
 
 
 def test_a_notification_on_a_replaced_channel_stops_it(bench: Bench) -> None:
@@ -234,12 +234,12 @@ def test_a_notification_on_a_replaced_channel_stops_it(bench: Bench) -> None:
     assert renewed.channel is not None
     ctx.store.put_channel(dataclasses.replace(first, state="replaced"))
     bench.fake.wait_for_notifications(2)  # the new channel's sync
-    bench.app.sync_requests.clear()
+    bench.app.requested.clear()
 
     bench.fake.create_event("Seen by both channels", START)
     sent = bench.fake.wait_for_notifications(4)
     assert all(n.status == 200 for n in sent)
-    assert bench.app.sync_requests == [("default", "notification")]  # from the active channel only
+    assert bench.app.requested == [("default", "notification")]  # from the active channel only
     by_id = {c["id"]: c for c in bench.fake.channels()}
     assert (
         by_id[first.channel_id]["stopped"] is True and by_id[renewed.channel.channel_id]["stopped"] is False

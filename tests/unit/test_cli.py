@@ -32,11 +32,7 @@ def fresh_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    # main() configures the process's logging, as a command does; give the other tests theirs back
-    levels = {name: logging.getLogger(name).level for name in ("", "calsync.settings")}
-    yield tmp_path
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
+    yield tmp_path  # main() configures the process's logging: tests/conftest.py gives the others theirs back
 
 
 def write_local(directory: Path, **values: str) -> None:

@@ -44,3 +44,17 @@ def floor_tick_quiet(connections: int) -> int:
     """A cycle where nothing changed still has to ask each connected calendar what changed: one events.list
     with the sync token per connection, which answers an empty page. Nothing else reaches Google."""
     return connections
+
+
+def floor_edits(edits: int) -> int:
+    """Each edit, made one at a time, is a notification burst of its own: its notification carries no body,
+    so the cycle it causes must ask the calendar what changed, one events.list with the sync token. Nothing
+    has to be written back to Google for an edit that goes to Directus."""
+    return edits
+
+
+def floor_fanout(connections: int) -> int:
+    """One tick fanned out to every connection, nothing changed anywhere: each connection's cycle, wherever
+    it runs, still asks its calendar what changed, one events.list with the sync token each (as
+    ``floor_tick_quiet``)."""
+    return connections

@@ -6,7 +6,8 @@ The bench drives the same fakes the tests hold to Google's and Directus's behavi
 (tests/parts/directus.py, a real Directus 12 from the cache ``make directus`` fills). Writing a second
 fake for the bench would measure the product against something the tests never checked, so those two
 classes are imported from ``tests/``, through their public API only (the package's ``GoogleFake``, the
-module's ``DirectusServer``); nothing else of ``tests/`` is used.
+module's ``DirectusServer``); so is the real Pub/Sub emulator's launcher (tests/parts/pubsub.py's
+``start_emulator``, for the scenarios that go through Pub/Sub); nothing else of ``tests/`` is used.
 
 Setup (seeding, first cycles) runs with the fake's latency at 0 and is never timed; the timed step runs
 in a fresh product process (``Env.fresh_worker``) with the run's latency (``Env.timed``).
@@ -29,6 +30,7 @@ from typing import Any
 from bench.worker import CONNECT_KEY, WEBHOOK_SECRET
 from calsync.directus.client import DirectusClient
 from calsync.directus.setup import FLOW_NAME
+from calsync.sync.connections import CONNECTIONS_COLLECTION
 from tests.fakes.google import GoogleFake
 from tests.parts.directus import DirectusServer
 
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REDIRECT_URI = "http://127.0.0.1:9/oauth_callback/callback"
 CALENDAR_API = "calendar/v3"  # single calls (/calendar/v3/...) and batches (/batch/calendar/v3)
 COLLECTION = "bookings"
+ROUTE_FIELD = "staff"  # the booking field that routes bookings to connections, where a scenario routes
 
 
 def child_env() -> dict[str, str]:
@@ -65,8 +68,10 @@ class WorkerProcess:
     """bench/worker.py in a fresh interpreter: the product, as one function instance (its protocol is in
     that module's docstring)."""
 
-    def __init__(self, settings: dict[str, str], log_path: Path) -> None:
-        env = child_env()
+    def __init__(
+        self, settings: dict[str, Any], log_path: Path, env_extra: dict[str, str] | None = None
+    ) -> None:
+        env = {**child_env(), **(env_extra or {})}
         env["PYTHONPATH"] = str(ROOT)
         self.log_path = log_path
         self.log = log_path.open("wb")
@@ -117,8 +122,9 @@ class WorkerProcess:
 
 
 class Directus:
-    """The run's one Directus, prepared by calsync's own setup, with its Flow switched off: deliveries are
-    sent by the bench itself (hook_create) or, for push_1000, must never come."""
+    """The run's one Directus, prepared by calsync's own setup (with the ``staff`` routing field, which only
+    the scenarios with ``ROUTE_FIELD`` set use), with its Flow switched off: deliveries are sent by the
+    bench itself (hook_create) or, for push_1000, must never come."""
 
     def __init__(self) -> None:
         server = DirectusServer()
@@ -126,7 +132,7 @@ class Directus:
             server.stop()
             raise SystemExit(f"Directus is not installed at {server.home}: run `make directus` first")
         self.server = server.start()
-        self.server.setup()
+        self.server.setup(route_field=ROUTE_FIELD)
         flows = self._admin("GET", "/flows", params={"filter": json.dumps({"name": {"_eq": FLOW_NAME}})})
         for flow in flows or []:
             self._admin("PATCH", f"/flows/{flow['id']}", json={"status": "inactive"})
@@ -161,24 +167,54 @@ class Directus:
         for start in range(0, len(ids), 1000):
             self._admin("DELETE", f"/items/{COLLECTION}", json=ids[start : start + 1000])
 
-    def create_bookings(self, count: int) -> list[dict[str, Any]]:
-        """Bookings written by people in Directus (admin token), 500 a request; the created rows."""
+    def create_bookings(self, count: int, staff: list[str] | None = None) -> list[dict[str, Any]]:
+        """Bookings written by people in Directus (admin token), 500 a request; the created rows. ``staff``:
+        each booking's routing value, round robin (``count`` bookings for each value)."""
         base = tomorrow()
         rows: list[dict[str, Any]] = []
-        for start in range(0, count, 500):
+        values: list[str | None] = list(staff) if staff else [None]
+        total = count * len(values)
+        for start in range(0, total, 500):
             items = [
                 {
                     "title": f"Booking {i}",
-                    "start_datetime": iso(base + timedelta(minutes=30 * i)),
-                    "end_datetime": iso(base + timedelta(minutes=30 * i + 25)),
+                    "start_datetime": iso(base + timedelta(minutes=30 * (i // len(values)))),
+                    "end_datetime": iso(base + timedelta(minutes=30 * (i // len(values)) + 25)),
                     "location": f"Room {i % 7}",
                     "description": f"Booked by customer {i}",
                     "status": "confirmed",
+                    **({ROUTE_FIELD: values[i % len(values)]} if staff else {}),
                 }
-                for i in range(start, min(count, start + 500))
+                for i in range(start, min(total, start + 500))
             ]
             rows.extend(self._admin("POST", f"/items/{COLLECTION}", json=items))
         return rows
+
+    def booking(self, key: str, fields: list[str]) -> dict[str, Any]:
+        """One booking, these fields of it, as an administrator sees it."""
+        row: dict[str, Any] = self._admin(
+            "GET", f"/items/{COLLECTION}/{key}", params={"fields": ",".join(fields)}
+        )
+        return row
+
+    @contextmanager
+    def connections(self, items: list[dict[str, Any]]) -> Iterator[None]:
+        """The connections collection holding exactly these items while the block runs (the ``default``
+        connection setup made is taken out), then as setup left it."""
+        before = self._admin("GET", f"/items/{CONNECTIONS_COLLECTION}", params={"limit": "-1"}) or []
+        self._set_connections([], [row["id"] for row in before])
+        try:
+            for start in range(0, len(items), 500):
+                self._admin("POST", f"/items/{CONNECTIONS_COLLECTION}", json=items[start : start + 500])
+            yield
+        finally:
+            self._set_connections(before, [item["id"] for item in items])
+
+    def _set_connections(self, items: list[dict[str, Any]], remove: list[str]) -> None:
+        if remove:
+            self._admin("DELETE", f"/items/{CONNECTIONS_COLLECTION}", json=remove)
+        if items:
+            self._admin("POST", f"/items/{CONNECTIONS_COLLECTION}", json=items)
 
     def stop(self) -> None:
         self.server.stop()
@@ -190,21 +226,24 @@ class Directus:
 class Env:
     """A fresh Google fake, the product's process on its own store and token file, and the timed step."""
 
-    def __init__(self, google: GoogleFake, latency: float, settings: dict[str, str], folder: Path,
-                 profile_dir: Path | None) -> None:  # fmt: skip
+    def __init__(self, google: GoogleFake, latency: float, settings: dict[str, Any], folder: Path,
+                 profile_dir: Path | None, env_extra: dict[str, str] | None = None) -> None:  # fmt: skip
         self.google = google
         self.latency = latency
         self.settings = settings
+        self.env_extra = env_extra or {}
         self.folder = folder
         self.profile_dir = profile_dir
         self.fake_s = 0.0  # the fake's computing time during the last timed step
-        self.worker = WorkerProcess(settings, folder / "worker.log")
+        self.worker = WorkerProcess(settings, folder / "worker.log", self.env_extra)
 
-    def fresh_worker(self) -> None:
+    def fresh_worker(self, **settings: Any) -> None:
         """A new product process on the same store and token file: a timed step then starts from what a
-        function instance holds, not from what an untimed setup left in memory."""
+        function instance holds, not from what an untimed setup left in memory. ``settings``: the new
+        process's settings that differ from the setup's (from now on)."""
         self.worker.close()
-        self.worker = WorkerProcess(self.settings, self.folder / "worker-timed.log")
+        self.settings = {**self.settings, **settings}
+        self.worker = WorkerProcess(self.settings, self.folder / "worker-timed.log", self.env_extra)
 
     def profile(self, name: str) -> dict[str, str]:
         """Arguments that make a worker command run under cProfile (``--profile DIR``)."""
@@ -249,6 +288,80 @@ class Env:
         ]
 
 
+# -- a fleet of connections ------------------------------------------------------------------------------
+
+
+def fleet(count: int) -> list[str]:
+    """The ids of ``count`` connections, ``c0``...: each serves the bookings whose ``staff`` is its id, and
+    writes to the primary calendar of an account of its own (``c0@example.com``...)."""
+    return [f"c{i}" for i in range(count)]
+
+
+def account(connection: str) -> str:
+    return f"{connection}@example.com"
+
+
+def fleet_items(connections: list[str]) -> list[dict[str, Any]]:
+    """The connections' items in Directus's connections collection."""
+    return [{"id": c, "name": f"Staff {c}", ROUTE_FIELD: c, "calendar_id": "primary"} for c in connections]
+
+
+def connect_fleet(env: Env, connections: list[str], events: int) -> None:
+    """Each connection consented with its own account, whose calendar gets ``events`` events."""
+    base = tomorrow()
+    consents = []
+    for connection in connections:
+        owner = account(connection)
+        consents.append({"connection": connection, "account": owner,
+                         "refresh_token": env.google.issue_refresh_token(account=owner)})  # fmt: skip
+        for i in range(events):
+            env.google.create_event(f"Event {i} of {connection}", base + timedelta(minutes=30 * i),
+                                    base + timedelta(minutes=30 * i + 25), calendar=owner,
+                                    location=f"Room {i % 7}", description=f"Meeting with client {i}")  # fmt: skip
+    env.worker.call("connect", connections=consents)
+
+
+# -- the Pub/Sub emulator ---------------------------------------------------------------------------------
+
+
+class PubSub:
+    """The run's one Pub/Sub emulator (the Cloud SDK's, tests/parts/pubsub.py), started on first use; each
+    scenario makes a topic and a push subscription of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        from tests.parts.processes import sdk_file
+        from tests.parts.pubsub import _LAUNCHER, start_emulator
+
+        launcher = sdk_file(_LAUNCHER)
+        if launcher is None:
+            raise SystemExit("no Pub/Sub emulator: install the Cloud SDK's google-cloud-cli-pubsub-emulator")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.emulator = start_emulator(launcher, folder)
+
+    @property
+    def host(self) -> str:
+        return self.emulator.host
+
+    @contextmanager
+    def push_to(self, name: str, endpoint: str) -> Iterator[str]:
+        """A topic whose push subscription delivers to ``endpoint`` while the block runs; the topic's name.
+        The ack deadline is long: a delivery may wait for a free slot of calendar_import."""
+        from tests.parts.pubsub import unique
+
+        topic = self.emulator.topic(unique(name))
+        subscription = self.emulator.push_subscription(
+            unique(name), topic, endpoint, ack_deadline_seconds=600
+        )
+        try:
+            yield topic
+        finally:
+            self.emulator.delete(subscription)
+            self.emulator.delete(topic)
+
+    def stop(self) -> None:
+        self.emulator.stop()
+
+
 def product_settings(directus: Directus, google: GoogleFake, folder: Path) -> dict[str, str]:
     """The product's settings for one scenario: embedded stores in ``folder``, the fake's endpoints."""
     return {
@@ -271,17 +384,27 @@ def product_settings(directus: Directus, google: GoogleFake, folder: Path) -> di
 
 @contextmanager
 def environment(
-    directus: Directus, latency: float, folder: Path, profile_dir: Path | None = None
+    directus: Directus,
+    latency: float,
+    folder: Path,
+    profile_dir: Path | None = None,
+    settings: dict[str, Any] | None = None,
+    env_extra: dict[str, str] | None = None,
+    connect: bool = True,
 ) -> Iterator[Env]:
-    """An empty bookings collection, a fresh fake and a connected product process, for one scenario."""
+    """An empty bookings collection, a fresh fake and a product process, for one scenario: ``settings``
+    beside the usual ones, ``env_extra`` in its environment; ``connect``: the default connection connected
+    (the scenarios with a fleet connect theirs themselves, ``connect_fleet``)."""
     folder.mkdir()
     directus.clear_bookings()
     google = GoogleFake().start()
     try:
         google.register_client(google.client_id, google.client_secret, [REDIRECT_URI])
-        env = Env(google, latency, product_settings(directus, google, folder), folder, profile_dir)
+        all_settings = {**product_settings(directus, google, folder), **(settings or {})}
+        env = Env(google, latency, all_settings, folder, profile_dir, env_extra)
         try:
-            env.worker.call("connect", refresh_token=google.issue_refresh_token())
+            if connect:
+                env.worker.call("connect", refresh_token=google.issue_refresh_token())
             yield env
         finally:
             env.worker.close()

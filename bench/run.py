@@ -5,7 +5,8 @@
 
 (``make bench`` runs it with the defaults.) One real Directus 12 (``make directus``) serves the whole run;
 every scenario gets a fresh Google fake with a per-HTTP-request ``latency`` modelling a real round trip (30 ms
-by default). The Directus Flow that calls booking_hook is switched off for the whole run: hook_create sends
+by default); the scenarios that go through Pub/Sub share one Pub/Sub emulator (the Cloud SDK's). The
+Directus Flow that calls booking_hook is switched off for the whole run: hook_create sends
 its deliveries itself, and push_1000's bookings are the ones whose webhooks never came. ``--profile DIR``
 runs each timed step under cProfile (timings then inflate); ``--strict`` exits 1 when a target is missed.
 ``--small`` runs tiny sizes under the same scenario names (the smoke test). Prints the table (Markdown, as
@@ -13,6 +14,7 @@ the README's performance table has it) and writes bench/results.json.
 
 Layout: bench/harness.py (processes, the worker protocol, Directus and fake setup, timing), bench/worker.py
 (the product's process), bench/floors.py (the fewest Google requests each scenario can take, and why),
+bench/serving.py (the functions over real HTTP in the product's process, where Google and Pub/Sub call them),
 bench/scenarios.py (one function per scenario), bench/targets.py (the targets as ratios to the floors, and
 the decision), bench/coldstart.py (the cold-start program).
 
@@ -37,7 +39,22 @@ bench/results.json is one object per row:
   status write-backs, sent by nothing but the client (``scenarios.directus_own_write_back``);
   ``ratio_to_directus`` = ``wall_s / directus_own_s``; ``written_back``, the bookings holding their
   ``google_event_id`` and ``synced`` afterwards.
-- tick_quiet_1_connection: ``directus_wait_s``, the cycle's time waiting for Directus's answers.
+- tick_quiet_*: ``directus_wait_s``, the tick's time waiting for Directus's answers (summed over its
+  threads). tick_quiet_50_connections (ROUTE_FIELD=staff): ``concurrency`` (SYNC_CONCURRENCY), and the same
+  tick of one routed connection, measured in the same run: ``reference_directus_requests``,
+  ``reference_google_requests``, ``reference_wall_s``, ``wall_vs_reference``; ``wall_vs_1_connection``: over
+  tick_quiet_1_connection's wall time, when that row ran too.
+- google_edit_to_directus: per edit, from the edit in the fake until the booking in Directus shows it
+  (Directus read every 20 ms): ``p50_ms``/``p95_ms``/``max_ms``; ``google_per_edit`` (Calendar API requests
+  after an edit until calendar_import was quiet: how many edits took how many), ``google_per_edit_max``;
+  ``notifications`` the fake sent and their ``notification_statuses``; ``deliveries`` to calendar_import and
+  their ``delivery_statuses``. ``wall_s`` is the whole series, waits included.
+- tick_fanout_200_connections: ``concurrency`` (how many requests calendar_import serves at once, and
+  SYNC_CONCURRENCY), ``peak_in_flight``, ``published``, ``deliveries`` and ``delivery_statuses``,
+  ``tick_s`` (the tick itself: shared reads and one publish), ``first_delivery_s`` (tick start to the first
+  push), ``cycle_p50_ms``/``cycle_p95_ms`` (one delivery's cycle), ``queued_p95_ms`` (waiting for a slot),
+  ``cycles_serial_s`` (their sum), ``parallelism`` (that over ``wall_s``) and ``wall_vs_ideal`` (``wall_s``
+  over ``cycles_serial_s / concurrency``).
 - cold_start_*: ``p50_ms``/``p95_ms`` of main.py's import over the runs, ``first_request_imports_ms``.
 - ``target``/``met``: the row's target and whether it is met (``null``: no target).
 """
@@ -100,8 +117,31 @@ def measured(row: Row) -> str:
             f"{row['wall_s']} s against Directus's own {row['directus_own_s']} s for the same write-backs "
             f"({row['ratio_to_directus']}x); {row['written_back']} of {row['sizes']['bookings']} written back"
         )
+    if name.startswith("tick_quiet_") and "reference_directus_requests" in row:
+        text = (
+            f"{row['wall_s']} s at concurrency {row['concurrency']} ({row['wall_vs_reference']}x one routed "
+            f"connection's {row['reference_wall_s']} s"
+        )
+        if "wall_vs_1_connection" in row:
+            text += f", {row['wall_vs_1_connection']}x tick_quiet_1_connection's"
+        return text + (
+            f"); Directus requests {row['directus_requests']}, one routed connection's "
+            f"{row['reference_directus_requests']}"
+        )
     if name.startswith("tick_quiet_"):
         return f"{row['wall_s']} s, of which waiting for Directus {row['directus_wait_s']} s"
+    if name == "google_edit_to_directus":
+        return (
+            f"edit to Directus p50 {row['p50_ms']} / p95 {row['p95_ms']} / max {row['max_ms']} ms; Google "
+            f"requests per edit {row['google_per_edit']} (requests: edits)"
+        )
+    if name == "tick_fanout_200_connections":
+        return (
+            f"{row['wall_s']} s with {row['concurrency']} at once (peak {row['peak_in_flight']}); one cycle p50 "
+            f"{row['cycle_p50_ms']} ms, {row['cycles_serial_s']} s of cycles in all: "
+            f"{row['parallelism']} ran at once on average, {row['wall_vs_ideal']}x the "
+            f"{row['concurrency']}-wide ideal"
+        )
     if name.startswith("cold_start_"):
         return (
             f"import p50 {row['p50_ms']} ms, first request's imports {row['first_request_imports_ms']} ms, "

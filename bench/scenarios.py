@@ -19,20 +19,46 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from bench.coldstart import FUNCTIONS
-from bench.floors import floor_full, floor_hook, floor_incremental, floor_push, floor_tick_quiet
-from bench.harness import COLLECTION, ROOT, Directus, Env, child_env, environment, percentile
+from bench.floors import (
+    floor_edits,
+    floor_fanout,
+    floor_full,
+    floor_hook,
+    floor_incremental,
+    floor_push,
+    floor_tick_quiet,
+)
+from bench.harness import (
+    CALENDAR_API,
+    COLLECTION,
+    ROOT,
+    ROUTE_FIELD,
+    Directus,
+    Env,
+    PubSub,
+    child_env,
+    connect_fleet,
+    environment,
+    fleet,
+    fleet_items,
+    percentile,
+)
+from calsync.settings import Settings
 from calsync.state.store import DEFAULT_CONNECTION
 from calsync.sync.booking import FIELDS
 from calsync.sync.ids import event_id_for
 from calsync.sync.push import BATCH_LIMIT
+from tests.parts.processes import free_port
 
 Row = dict[str, Any]
+SYNC_CONCURRENCY_DEFAULT: int = Settings.model_fields["sync_concurrency"].default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +71,15 @@ class Sizes:
     quiet: int = 250  # events in the calendar and bookings in Directus, all synced
     rounds: int = 3  # timed incremental cycles per calendar size (the median is reported)
     cold_runs: int = 5
+    fleet: int = 50  # connections in tick_quiet_50_connections
+    per_connection: int = 3  # events in each connection's calendar and bookings routed to it, all synced
+    edits: int = 50  # google_edit_to_directus
+    fanout: int = 200  # connections in tick_fanout_200_connections
+    fanout_concurrency: int = 8  # requests calendar_import serves at once there (SYNC_CONCURRENCY too)
 
 
-SMALL = Sizes(hook=20, incremental=(20, 50), changes=3, full=50, push=30, quiet=10, rounds=1, cold_runs=1)
+SMALL = Sizes(hook=20, incremental=(20, 50), changes=3, full=50, push=30, quiet=10, rounds=1, cold_runs=1,
+              fleet=3, per_connection=1, edits=3, fanout=4, fanout_concurrency=2)  # fmt: skip
 
 
 class Bench:
@@ -60,6 +92,7 @@ class Bench:
         self.latency = latency
         self.profile_dir = profile_dir
         self._directus: Directus | None = None
+        self._pubsub: PubSub | None = None
 
     @property
     def directus(self) -> Directus:
@@ -67,15 +100,31 @@ class Bench:
             self._directus = Directus()
         return self._directus
 
-    def environment(self, name: str, latency: float | None = None) -> AbstractContextManager[Env]:
-        return environment(
-            self.directus, self.latency if latency is None else latency, self.work / name, self.profile_dir
-        )
+    @property
+    def pubsub(self) -> PubSub:
+        """The run's Pub/Sub emulator, started on first use."""
+        if self._pubsub is None:
+            self._pubsub = PubSub(self.work / "pubsub")
+        return self._pubsub
+
+    def environment(
+        self,
+        name: str,
+        latency: float | None = None,
+        settings: dict[str, Any] | None = None,
+        env_extra: dict[str, str] | None = None,
+        connect: bool = True,
+    ) -> AbstractContextManager[Env]:
+        return environment(self.directus, self.latency if latency is None else latency, self.work / name,
+                           self.profile_dir, settings, env_extra, connect)  # fmt: skip
 
     def close(self) -> None:
         if self._directus is not None:
             self._directus.stop()
             self._directus = None
+        if self._pubsub is not None:
+            self._pubsub.stop()
+            self._pubsub = None
 
 
 def row(scenario: str, sizes: dict[str, int], **fields: Any) -> Row:
@@ -310,55 +359,258 @@ def tick_quiet_name(connections: int) -> str:
     return f"tick_quiet_{connections}_connection" + ("s" if connections != 1 else "")
 
 
-def tick_quiet(b: Bench, connections: int = 1) -> list[Row]:
-    """One cycle after setup, when nothing changed on either side since the last one.
+def tick_quiet(b: Bench, connections: int = 1, name: str | None = None) -> list[Row]:
+    """One tick after setup, when nothing changed on either side since the last one.
 
-    Setup: ``sizes.quiet`` events in the calendar and as many bookings in Directus, synced both ways, then
-    cycles until one changes nothing (the first imports and pushes, the next absorb their echoes). The
-    timed cycle must change nothing either; its Google requests are the floor's one list call per
-    connection, its Directus requests and wall time are what every tick of a quiet day costs.
+    One connection (``tick_quiet_1_connection``): the default connection, no routing; ``sizes.quiet``
+    events in the calendar and as many bookings in Directus. Several (``tick_quiet_50_connections``):
+    ``connections`` connections of their own accounts (bench/harness.py ``fleet``), ``ROUTE_FIELD=staff``,
+    ``sizes.per_connection`` events in each calendar and bookings routed to each; the same tick of one such
+    connection is measured first (``reference_*``): the tick's Directus reads are shared by every
+    connection, so its Directus requests are the ones the fleet's tick must make too.
 
-    One connection for now: the worker holds one App, whose connection the entry point syncs. More
-    connections will need the worker to hold one per connection and sum the timed cycles here; the name,
-    the floor and the row already take the count."""
-    if connections != 1:
-        raise NotImplementedError("bench/worker.py syncs one connection per process")
-    name = tick_quiet_name(connections)
-    size = b.sizes.quiet
-    with b.environment(name) as env:
-        env.seed(size)
-        b.directus.create_bookings(size)
-        settle(env, name)
-        env.fresh_worker()
-        env.worker.call("warm")
-        with env.timed():
-            answer = env.worker.call("cycle", **env.profile(name))
-            google = env.google_requests()
-        if changed(answer["body"]):
-            raise RuntimeError(f"{name}: the quiet cycle changed something: {answer['body']}")
+    Setup: synced both ways, then ticks until one changes nothing (the first imports and pushes, the next
+    absorb their echoes). The timed tick must change nothing either; its Google requests are the floor's
+    one list call per connection, its Directus requests and wall time are what every tick of a quiet day
+    costs. ``name``: the row's (``--small`` keeps the full size's names)."""
+    name = name or tick_quiet_name(connections)
+    if connections == 1:
+        answer, google = quiet_tick_default(b, name)
+        sizes = {"connections": 1, "events": b.sizes.quiet, "bookings": b.sizes.quiet}
+        return [step_row(name, sizes, answer, google, floor_tick_quiet(1), b.latency,
+                         directus_wait_s=round(answer["directus_wait_s"], 3))]  # fmt: skip
+    per = b.sizes.per_connection
+    reference, reference_google = quiet_tick_fleet(b, f"{name}_reference", 1)
+    answer, google = quiet_tick_fleet(b, name, connections)
+    sizes = {"connections": connections, "events_per_connection": per, "bookings_per_connection": per}
     return [
         step_row(
             name,
-            {"connections": connections, "events": size, "bookings": size},
+            sizes,
             answer,
             google,
             floor_tick_quiet(connections),
             b.latency,
             directus_wait_s=round(answer["directus_wait_s"], 3),
+            concurrency=SYNC_CONCURRENCY_DEFAULT,
+            reference_google_requests=reference_google[0],
+            reference_directus_requests=reference["directus_requests"],
+            reference_wall_s=round(reference["wall_s"], 3),
+            wall_vs_reference=round(answer["wall_s"] / reference["wall_s"], 2),
         )
     ]
 
 
+def quiet_tick_default(b: Bench, name: str) -> tuple[dict[str, Any], tuple[int, int]]:
+    size = b.sizes.quiet
+    with b.environment(name) as env:
+        env.seed(size)
+        b.directus.create_bookings(size)
+        settle(env, name)
+        return timed_quiet_tick(env, name, None)
+
+
+def quiet_tick_fleet(b: Bench, name: str, count: int) -> tuple[dict[str, Any], tuple[int, int]]:
+    connections = fleet(count)
+    per = b.sizes.per_connection
+    with (
+        b.directus.connections(fleet_items(connections)),
+        b.environment(name, settings={"route_field": ROUTE_FIELD}, connect=False) as env,
+    ):
+        connect_fleet(env, connections, per)
+        b.directus.create_bookings(per, staff=connections)
+        settle(env, name)
+        return timed_quiet_tick(env, name, connections)
+
+
+def timed_quiet_tick(
+    env: Env, name: str, connections: list[str] | None
+) -> tuple[dict[str, Any], tuple[int, int]]:
+    """A fresh process, warm (every connection's access token), and one timed tick that changes nothing."""
+    env.fresh_worker()
+    env.worker.call("warm", connections=connections)
+    with env.timed():
+        answer = env.worker.call("cycle", **env.profile(name))
+        google = env.google_requests()
+    if changed(answer["body"]):
+        raise RuntimeError(f"{name}: the quiet tick changed something: {answer['body']}")
+    return answer, google
+
+
+COUNTERS = ("created", "updated", "cancelled", "pushed", "queued")
+
+
 def changed(body: dict[str, Any]) -> bool:
-    return any(body[name] for name in ("created", "updated", "cancelled", "pushed", "queued"))
+    """Whether a tick changed anything, in any of its connections."""
+    each = body.get("connections")
+    if isinstance(each, dict) and each:
+        return any(changed(one) for one in each.values())
+    return any(body.get(name) for name in COUNTERS)
 
 
 def settle(env: Env, name: str, most: int = 5) -> None:
-    """Cycles until one changes nothing."""
+    """Ticks until one changes nothing."""
     for _ in range(most):
         if not changed(env.worker.call("cycle")["body"]):
             return
-    raise RuntimeError(f"{name}: still changing after {most} cycles")
+    raise RuntimeError(f"{name}: still changing after {most} ticks")
+
+
+# -- Google -> Directus through push notifications and Pub/Sub ------------------------------------------
+
+
+POLL_S = 0.02  # how often the bench reads the booking back from Directus
+EDIT_TIMEOUT_S = 30.0
+QUIET_S = 0.5  # no delivery for this long after an edit showed: its cycles (and their echoes) are done
+
+
+def google_edit_to_directus(b: Bench) -> list[Row]:
+    """``sizes.edits`` edits in the calendar, one at a time, each timed from the edit until the booking in
+    Directus shows it, through everything production has in between: the fake's push notification to
+    booking_hook's ``/notifications`` (real HTTP), a sync request published to the Pub/Sub emulator, its
+    push subscription's delivery to calendar_import (real HTTP), that connection's cycle, Directus.
+
+    Setup: the default connection, ``PUBSUB_TOPIC`` and ``NOTIFICATION_URL`` set; ``sizes.edits`` events,
+    imported by the first cycle, which also opens the push channel; synced. Then a fresh process serving
+    both functions, warm, and the edits: after each, the bench waits until calendar_import has been quiet
+    for ``QUIET_S`` (every cycle the edit caused is over) before the next, so each edit is its own
+    notification burst, and its Google requests are counted apart."""
+    name = "google_edit_to_directus"
+    edits = b.sizes.edits
+    hook_port, import_port = free_port(), free_port()
+    pubsub = b.pubsub
+    with pubsub.push_to("sync-requests", f"http://127.0.0.1:{import_port}/") as topic:
+        settings = {"pubsub_topic": topic, "notification_url": f"http://127.0.0.1:{hook_port}/notifications"}
+        with b.environment(name, settings=settings, env_extra={"PUBSUB_EMULATOR_HOST": pubsub.host}) as env:
+            env.google.allow_http_push = True  # plain http to 127.0.0.1; Google wants https
+            ids = env.seed(edits)
+            settle(env, name)
+            if len([c for c in env.google.channels() if not c["stopped"]]) != 1:
+                raise RuntimeError(f"{name}: the first cycle opened no push channel: {env.google.channels()}")
+            keys = {
+                row[FIELDS.google_event_id]: str(row["id"])
+                for row in b.directus.bookings([FIELDS.google_event_id])
+            }
+            env.fresh_worker()
+            env.worker.call("warm")
+            env.worker.call(
+                "serve", hook_port=hook_port, import_port=import_port, concurrency=b.sizes.fanout_concurrency
+            )
+            latencies: list[float] = []
+            per_edit: list[int] = []
+            deliveries: list[dict[str, Any]] = []
+            directus_before = env.worker.call("counts")["directus_total"]
+            notifications_before = len(env.google.notifications())
+            peak = 0.0
+            with env.timed():
+                began = time.perf_counter()
+                for number, event_id in enumerate(ids):
+                    title = f"Moved on the phone {number}"
+                    google_before = env.google.count(path_contains=CALENDAR_API)
+                    started = time.perf_counter()
+                    env.google.edit_event(event_id, summary=title)
+                    wait_for_title(b.directus, keys[event_id], title, started)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    quiet = env.worker.call("quiet", after=len(deliveries), quiet_s=QUIET_S)
+                    deliveries.extend(quiet["deliveries"])
+                    peak = max(peak, quiet["peak_rss_mb"])
+                    per_edit.append(env.google.count(path_contains=CALENDAR_API) - google_before)
+                wall = time.perf_counter() - began
+                google = env.google_requests()
+            directus_after = env.worker.call("counts")["directus_total"]
+            sent = env.google.notifications()[notifications_before:]
+    statuses = Counter(str(d["status"]) for d in deliveries)
+    return [
+        row(
+            name,
+            {"edits": edits},
+            google_requests=google[0],
+            google_batch_parts=google[1],
+            directus_requests=directus_after - directus_before,
+            floor_requests=floor_edits(edits),
+            wall_s=round(wall, 3),
+            peak_rss_mb=peak,
+            latency_s=b.latency,
+            p50_ms=round(percentile(latencies, 0.50), 1),
+            p95_ms=round(percentile(latencies, 0.95), 1),
+            max_ms=round(max(latencies), 1),
+            google_per_edit_max=max(per_edit),
+            google_per_edit=dict(sorted(Counter(per_edit).items())),
+            notifications=len(sent),
+            notification_statuses=dict(Counter(n.status for n in sent)),
+            deliveries=len(deliveries),
+            delivery_statuses=dict(sorted(statuses.items())),
+        )
+    ]
+
+
+def wait_for_title(directus: Directus, key: str, title: str, started: float) -> None:
+    """Poll the booking in Directus until it has this title."""
+    while directus.booking(key, ["title"]).get("title") != title:
+        if time.perf_counter() - started > EDIT_TIMEOUT_S:
+            raise RuntimeError(f"booking {key} does not show {title!r} after {EDIT_TIMEOUT_S} s")
+        time.sleep(POLL_S)
+
+
+def tick_fanout(b: Bench) -> list[Row]:
+    """One tick of ``sizes.fanout`` quiet connections through Pub/Sub: the tick publishes one sync request
+    per connection to the emulator, whose push subscription delivers each to calendar_import (real HTTP),
+    which runs that connection's cycle; timed until every connection's cycle has run.
+
+    calendar_import serves at most ``sizes.fanout_concurrency`` requests at once (bench/serving.py's
+    ``Gate``: the others wait for a slot, as requests wait for a free instance); ``SYNC_CONCURRENCY`` is
+    the same. Setup as ``tick_quiet_50_connections``'s (routed, each connection its own account, synced by
+    in-process ticks), then a fresh process with ``PUBSUB_TOPIC`` set, warm, serving."""
+    name = "tick_fanout_200_connections"
+    count, concurrency = b.sizes.fanout, b.sizes.fanout_concurrency
+    connections = fleet(count)
+    hook_port, import_port = free_port(), free_port()
+    pubsub = b.pubsub
+    settings = {"route_field": ROUTE_FIELD, "sync_concurrency": concurrency}
+    with (
+        pubsub.push_to("sync-requests", f"http://127.0.0.1:{import_port}/") as topic,
+        b.directus.connections(fleet_items(connections)),
+        b.environment(
+            name, settings=settings, env_extra={"PUBSUB_EMULATOR_HOST": pubsub.host}, connect=False
+        ) as env,  # fmt: skip
+    ):
+        connect_fleet(env, connections, b.sizes.per_connection)
+        b.directus.create_bookings(b.sizes.per_connection, staff=connections)
+        settle(env, name)
+        env.fresh_worker(pubsub_topic=topic)
+        env.worker.call("warm", connections=connections)
+        env.worker.call("serve", hook_port=hook_port, import_port=import_port, concurrency=concurrency)
+        with env.timed():
+            answer = env.worker.call("fan_out", connections=count, **env.profile(name))
+            google = env.google_requests()
+    deliveries = answer["deliveries"]
+    ran = [d for d in deliveries if d["status"] == "ok"]
+    durations = [d["ended"] - d["started"] for d in ran]
+    serial = sum(durations)
+    wall = answer["wall_s"]
+    return [
+        step_row(
+            name,
+            {"connections": count},
+            answer,
+            google,
+            floor_fanout(count),
+            b.latency,
+            concurrency=concurrency,
+            peak_in_flight=answer["peak"],
+            published=len(answer["tick"]["connections"]),
+            deliveries=len(deliveries),
+            delivery_statuses=dict(sorted(Counter(str(d["status"]) for d in deliveries).items())),
+            tick_s=round(answer["tick_s"], 3),
+            first_delivery_s=round(min(d["arrived"] for d in deliveries) - answer["began"], 3),
+            cycle_p50_ms=round(percentile(durations, 0.5) * 1000, 1),
+            cycle_p95_ms=round(percentile(durations, 0.95) * 1000, 1),
+            queued_p95_ms=round(percentile([d["started"] - d["arrived"] for d in ran], 0.95) * 1000, 1),
+            cycles_serial_s=round(serial, 3),
+            parallelism=round(serial / wall, 2),
+            wall_vs_ideal=round(wall / (serial / concurrency), 2),
+        )
+    ]
 
 
 # -- cold starts ------------------------------------------------------------------------------------------
@@ -424,5 +676,8 @@ SCENARIOS: dict[str, Scenario] = {
     "import_full_10000": Scenario(import_full),
     "push_1000": Scenario(push_1000),
     tick_quiet_name(1): Scenario(lambda b: tick_quiet(b, connections=1)),
+    tick_quiet_name(50): Scenario(lambda b: tick_quiet(b, b.sizes.fleet, tick_quiet_name(50))),
+    "google_edit_to_directus": Scenario(google_edit_to_directus),
+    "tick_fanout_200_connections": Scenario(tick_fanout),
     "cold_start": Scenario(cold_start),
 }

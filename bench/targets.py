@@ -3,7 +3,7 @@
 Google's floor is a number of requests (bench/floors.py); Directus's is its own time for the same work,
 measured apart (``push_1000``'s ``directus_own_s``) or set beside ours (``hook_create``'s Directus share).
 ``judge`` adds the ratios every row can give (``google_vs_floor``; ``wall_vs_100`` for the larger
-incremental import), then each row's ``target`` (its text) and ``met`` (``null``: no target, as for cold
+incremental import; ``wall_vs_1_connection`` for a tick of several connections), then each row's ``target`` (its text) and ``met`` (``null``: no target, as for cold
 starts, which are reported).
 """
 
@@ -23,6 +23,7 @@ INCREMENTAL_VS_FLOOR = 1.1
 INCREMENTAL_SIZE_RATIO = 1.2
 FULL_VS_FLOOR = 1.1
 FULL_PEAK_RSS_MB = 250
+EDIT_P95_MS = 3000.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +77,28 @@ TARGETS: dict[str, Target] = {
 }
 
 
+TARGETS["google_edit_to_directus"] = Target(
+    f"p95_ms < {EDIT_P95_MS:g} (from the edit in Google until the booking in Directus shows it)",
+    lambda row: row["p95_ms"] < EDIT_P95_MS,
+)
+TARGETS["tick_fanout_200_connections"] = Target(
+    "google_requests == floor (one events.list per connection); wall time reported against the concurrency",
+    at_floor,
+)
+
 TICK_QUIET = Target("google_requests == floor (one events.list per connection)", at_floor)
+TICK_QUIET_FLEET = Target(
+    "google_requests == floor (one events.list per connection); directus_requests == one routed "
+    "connection's tick's (reference_directus_requests)",
+    lambda row: at_floor(row) and row["directus_requests"] == row["reference_directus_requests"],
+)
 
 
 def target_for(scenario: str) -> Target | None:
-    if scenario.startswith("tick_quiet_"):
+    if scenario == "tick_quiet_1_connection":
         return TICK_QUIET
+    if scenario.startswith("tick_quiet_"):
+        return TICK_QUIET_FLEET
     return TARGETS.get(scenario)
 
 
@@ -95,6 +112,10 @@ def add_ratios(rows: Rows) -> None:
         # Compared less the fake's own computing time (harness.Env.timed): Google's answer time is the latency.
         large["wall_vs_100"] = round(large["wall_less_fake_s"] / small["wall_less_fake_s"], 2)
         large["wall_vs_100_raw"] = round(large["wall_s"] / small["wall_s"], 2)
+    one = rows.get("tick_quiet_1_connection")
+    for name, row in rows.items():
+        if one is not None and name.startswith("tick_quiet_") and row is not one:
+            row["wall_vs_1_connection"] = round(row["wall_s"] / one["wall_s"], 2)
 
 
 def judge(rows: list[Row]) -> None:

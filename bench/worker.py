@@ -10,11 +10,20 @@ Protocol: one JSON command per line on stdin, one JSON answer per line on the or
 else the process prints goes to stderr). Commands:
 
 - ``{"op": "connect", "refresh_token": ...}``: what a completed consent leaves (token stored, connected);
+  ``"connections": [{"connection", "account", "refresh_token"}, ...]`` does it for each of several;
 - ``{"op": "warm"}``: what a warm instance already has: the Calendar client with a fresh access token (one
   Calendar request, untimed), the Directus client, its field list and the sync user id (each read once per
-  process);
-- ``{"op": "cycle"}``: one sync cycle through calendar_import's entry point;
+  process); ``"connections": [...]``: every one of these connections' clients and contexts;
+- ``{"op": "cycle"}``: one tick through calendar_import's entry point (``"expect"``: the status it must
+  answer, ``ok`` unless told);
 - ``{"op": "deliver", "keys": [...]}``: one create delivery per key to booking_hook, one at a time;
+- ``{"op": "serve", "hook_port": P, "import_port": Q, "concurrency": N}``: booking_hook and calendar_import
+  over real HTTP on those ports, calendar_import at most N requests at once (bench/serving.py);
+- ``{"op": "quiet", "after": K, "quiet_s": S}``: wait until calendar_import has served more than K requests
+  and none for S seconds, nothing inside; its deliveries from the K-th on;
+- ``{"op": "fan_out", "connections": N}``: one tick (it must publish), then wait until N deliveries ran a
+  cycle; the deliveries, and the most that ran at once;
+- ``{"op": "counts"}``: nothing but what every answer carries;
 - ``{"op": "quit"}``.
 
 The product is used through its public API only (``calsync.bootstrap.App``: ``calendar()``, ``context()``,
@@ -24,7 +33,7 @@ Any command may carry ``"profile": PATH``: the command then runs under cProfile 
 to PATH (``python -m pstats PATH``); its timings are then not representative.
 
 Every answer carries ``wall_s``, ``directus_requests`` (``DirectusClient.requests`` during the command, counted
-from ``warm`` on, which builds the client) and ``peak_rss_mb``: the process's resident peak (VmHWM) during
+from ``warm`` on, which builds the client; ``directus_total``: since then) and ``peak_rss_mb``: the process's resident peak (VmHWM) during
 the command, reset before it through ``/proc/self/clear_refs`` (Linux >= 4.0), so an untimed setup step does
 not count; where that reset is not possible it is ``ru_maxrss`` (peak since the process started) and
 ``rss_peak_since_start`` says so. ``cycle`` and ``deliver`` also give the time spent waiting for Directus's
@@ -43,6 +52,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from bench.serving import Delivery, Gate, Served
 
 if TYPE_CHECKING:
     import requests
@@ -98,25 +109,36 @@ class Worker:
         functions = ROOT / "functions"
         hook = create_app("booking_hook", str(functions / "booking_hook/main.py"))  # type: ignore[no-untyped-call]
         importer = create_app("calendar_import", str(functions / "calendar_import/main.py"))  # type: ignore[no-untyped-call]
+        self.functions = {"booking_hook": hook, "calendar_import": importer}
         self.hook = hook.test_client()
         self.importer = importer.test_client()
+        self.served: list[Served] = []
+        self.gate: Gate | None = None
 
-    def connect(self, refresh_token: str) -> dict[str, Any]:
+    def connect(
+        self,
+        refresh_token: str | None = None,
+        connections: list[dict[str, str]] | None = None,
+    ) -> dict[str, Any]:
         from calsync.sync.connection import mark_connected
 
-        self.app.tokens.put(refresh_token, self.app.connection)
-        mark_connected(self.app.store, self.app.connection, "owner@example.com", [CALENDAR_SCOPE])
-        self.app.forget_calendar()
+        default = {"connection": self.app.connection, "account": "owner@example.com"}
+        wanted = connections or [{**default, "refresh_token": str(refresh_token)}]
+        for one in wanted:
+            self.app.tokens.put(one["refresh_token"], one["connection"])
+            mark_connected(self.app.store, one["connection"], one["account"], [CALENDAR_SCOPE])
+            self.app.forget_calendar(one["connection"])
         return {}
 
-    def warm(self) -> dict[str, Any]:
-        calendar = self.app.calendar()
-        assert calendar is not None, "not connected"
-        # google-auth fetches the access token on the first request (and the client builds its events
-        # resource): a warm instance has both. The bench clears the fake's log before the timed step.
-        calendar.list_events(time_min=datetime.now(UTC), max_results=1)
-        context = self.app.context()
-        assert context.booking_fields and context.sync_user_id
+    def warm(self, connections: list[str] | None = None) -> dict[str, Any]:
+        for connection in connections or [self.app.connection]:
+            calendar = self.app.calendar(connection)
+            assert calendar is not None, f"{connection} not connected"
+            # google-auth fetches the access token on the first request (and the client builds its events
+            # resource): a warm instance has both. The bench clears the fake's log before the timed step.
+            calendar.list_events(time_min=datetime.now(UTC), max_results=1)
+            context = self.app.context(connection)
+            assert context.booking_fields and context.sync_user_id
         self.client = self.app.directus
         # Time spent waiting for Directus's answers on this thread, so a delivery's own overhead can be told
         # apart from it: requests' response hook, with the time from sending to the answer's arrival.
@@ -126,13 +148,62 @@ class Worker:
     def _answered(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self.directus_wait_s += response.elapsed.total_seconds()
 
-    def cycle(self) -> dict[str, Any]:
+    def cycle(self, expect: str = "ok") -> dict[str, Any]:
         self.directus_wait_s = 0.0
         response = self.importer.post("/")
         body = response.get_json()
-        if response.status_code != 200 or body.get("status") != "ok":
+        if response.status_code != 200 or body.get("status") != expect:
             raise RuntimeError(f"cycle failed: {response.status_code} {body}")
         return {"body": body, "directus_wait_s": self.directus_wait_s}
+
+    def serve(self, hook_port: int, import_port: int, concurrency: int) -> dict[str, Any]:
+        # Only what comes over HTTP passes the gate: the bench's own tick (``cycle``) uses the test client.
+        self.gate = Gate(self.functions["calendar_import"], concurrency)
+        self.served = [Served(self.functions["booking_hook"], hook_port), Served(self.gate, import_port)]
+        return {"urls": [served.url for served in self.served]}
+
+    def _gate(self) -> Gate:
+        assert self.gate is not None, "serve first"
+        return self.gate
+
+    def quiet(self, after: int, quiet_s: float = 0.1, timeout: float = 60.0) -> dict[str, Any]:
+        gate = self._gate()
+        deadline = time.monotonic() + timeout
+        if not gate.wait(lambda served: len(served) > after, timeout):
+            raise RuntimeError(f"calendar_import served nothing after request {after} within {timeout} s")
+        while time.monotonic() < deadline:
+            count = len(gate.deliveries)
+            time.sleep(quiet_s)
+            if gate.inside() == 0 and len(gate.deliveries) == count:
+                return {"deliveries": [d.as_json() for d in gate.deliveries[after:]]}
+        raise RuntimeError(f"calendar_import still busy after {timeout} s")
+
+    def fan_out(self, connections: int, timeout: float = 600.0) -> dict[str, Any]:
+        """One tick through the entry point (it publishes a request per connection), then every delivery
+        until ``connections`` of them ran their connection's cycle."""
+        gate = self._gate()
+        gate.reset()
+        began = time.monotonic()
+        tick = self.cycle(expect="dispatched")
+        tick_s = time.monotonic() - began
+
+        def ran(served: list[Delivery]) -> bool:
+            return (
+                len({d.connection for d in served if d.http_status == 200 and d.status == "ok"})
+                >= connections
+            )
+
+        if not gate.wait(ran, timeout):
+            raise RuntimeError(
+                f"{len(gate.deliveries)} deliveries within {timeout} s, not {connections} cycles"
+            )
+        return {"tick": tick["body"], "tick_s": tick_s, "began": began, "peak": gate.peak,
+                "deliveries": [d.as_json() for d in gate.deliveries]}  # fmt: skip
+
+    def stop_serving(self) -> None:
+        for served in self.served:
+            served.stop()
+        self.served = []
 
     def deliver(self, keys: list[Any]) -> dict[str, Any]:
         latencies: list[float] = []
@@ -163,10 +234,15 @@ class Worker:
             "warm": self.warm,
             "cycle": self.cycle,
             "deliver": self.deliver,
+            "serve": self.serve,
+            "quiet": self.quiet,
+            "fan_out": self.fan_out,
+            "counts": dict,
         }
         handler = handlers[op]
         profiler = cProfile.Profile() if profile_to else None
-        reset_ok = reset_peak_rss()
+        # ``quiet`` gives the peak since the command before it: the edit it waits for ran in between
+        reset_ok = op == "quiet" or reset_peak_rss()
         directus_before = self.directus_requests()
         started = time.perf_counter()
         if profiler is not None:
@@ -181,6 +257,7 @@ class Worker:
             **result,
             "wall_s": wall,
             "directus_requests": self.directus_requests() - directus_before,
+            "directus_total": self.directus_requests(),
             "peak_rss_mb": peak_rss_mb(reset_ok),
             "rss_peak_since_start": not reset_ok,
         }
@@ -195,6 +272,7 @@ def main() -> None:
     for line in sys.stdin:
         command = json.loads(line)
         if command.get("op") == "quit":
+            worker.stop_serving()
             break
         try:
             answer = worker.run(command)

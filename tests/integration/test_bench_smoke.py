@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from bench.scenarios import SMALL
 from bench.targets import judge
 from tests.parts.availability import part_unavailable
 from tests.parts.directus import install_dir
+from tests.parts.processes import sdk_file
+from tests.parts.pubsub import _LAUNCHER
 
 SCENARIOS = [
     "hook_create",
@@ -24,6 +27,9 @@ SCENARIOS = [
     "import_full_10000",
     "push_1000",
     "tick_quiet_1_connection",
+    "tick_quiet_50_connections",
+    "google_edit_to_directus",
+    "tick_fanout_200_connections",
     "cold_start_booking_hook",
     "cold_start_calendar_import",
     "cold_start_oauth_callback",
@@ -35,6 +41,8 @@ SCENARIOS = [
 def test_bench_runs_on_tiny_sizes_and_writes_well_formed_results(tmp_path: Path) -> None:
     if not (install_dir() / ".installed").exists():
         part_unavailable("Directus 12", f"not installed at {install_dir()}: run `make directus`")
+    if sdk_file(_LAUNCHER) is None or shutil.which("java") is None:
+        part_unavailable("Pub/Sub emulator", "no cloud-pubsub-emulator launcher, or no java on PATH")
     output = tmp_path / "results.json"
     assert bench.main(["--small", "--latency", "0", "--output", str(output)]) == 0
     rows = json.loads(output.read_text())
@@ -77,6 +85,26 @@ def test_bench_runs_on_tiny_sizes_and_writes_well_formed_results(tmp_path: Path)
     assert quiet["google_requests"] == quiet["floor_requests"] == 1 and quiet["met"] is True
     assert quiet["directus_requests"] > 0 and quiet["sizes"]["connections"] == 1
 
+    fleet = by_name["tick_quiet_50_connections"]  # SMALL.fleet connections, routed
+    assert fleet["sizes"]["connections"] == SMALL.fleet
+    assert fleet["google_requests"] == fleet["floor_requests"] == SMALL.fleet  # one list each
+    assert fleet["reference_google_requests"] == 1
+    # the tick's Directus reads are shared: as many as for one routed connection
+    assert fleet["directus_requests"] == fleet["reference_directus_requests"] > 0 and fleet["met"] is True
+    assert fleet["wall_vs_1_connection"] == round(fleet["wall_s"] / quiet["wall_s"], 2)
+
+    edit = by_name["google_edit_to_directus"]  # notification -> Pub/Sub emulator -> calendar_import
+    assert edit["floor_requests"] == SMALL.edits and edit["notifications"] >= SMALL.edits
+    assert edit["google_requests"] >= SMALL.edits and sum(edit["google_per_edit"].values()) == SMALL.edits
+    assert 0 < edit["p50_ms"] <= edit["p95_ms"] <= edit["max_ms"] and edit["deliveries"] >= SMALL.edits
+    assert edit["delivery_statuses"].get("ok", 0) >= SMALL.edits
+
+    fanout = by_name["tick_fanout_200_connections"]  # one tick published, every cycle ran by push
+    assert fanout["published"] == SMALL.fanout and fanout["delivery_statuses"]["ok"] == SMALL.fanout
+    assert fanout["google_requests"] == fanout["floor_requests"] == SMALL.fanout and fanout["met"] is True
+    assert 1 <= fanout["peak_in_flight"] <= fanout["concurrency"] == SMALL.fanout_concurrency
+    assert fanout["cycles_serial_s"] > 0 and fanout["parallelism"] > 0
+
     for function in ("booking_hook", "calendar_import", "oauth_callback"):
         cold = by_name[f"cold_start_{function}"]
         assert cold["google_requests"] == cold["directus_requests"] == 0
@@ -100,6 +128,30 @@ def push_row(**fields: Any) -> dict[str, Any]:
 )
 def test_push_target_is_the_google_floor_and_a_ratio_to_directus(fields: dict[str, Any], met: bool) -> None:
     rows = [push_row(**fields)]
+    judge(rows)
+    assert rows[0]["met"] is met
+
+
+@pytest.mark.parametrize(
+    ("fields", "met"),
+    [
+        ({}, True),
+        ({"google_requests": 51}, False),  # a connection asked Google more than its one list
+        ({"directus_requests": 7}, False),  # Directus's cost grew with the connections
+    ],
+)
+def test_a_quiet_fleet_tick_is_judged_on_both_floors(fields: dict[str, Any], met: bool) -> None:
+    row = {"scenario": "tick_quiet_50_connections", "google_requests": 50, "floor_requests": 50,
+           "directus_requests": 6, "reference_directus_requests": 6, "wall_s": 1.0}  # fmt: skip
+    rows = [{**row, **fields}]
+    judge(rows)
+    assert rows[0]["met"] is met
+
+
+@pytest.mark.parametrize(("p95_ms", "met"), [(2999.0, True), (3000.0, False)])
+def test_an_edit_reaches_directus_within_the_p95_target(p95_ms: float, met: bool) -> None:
+    rows = [{"scenario": "google_edit_to_directus", "google_requests": 50, "floor_requests": 50,
+             "p95_ms": p95_ms}]  # fmt: skip
     judge(rows)
     assert rows[0]["met"] is met
 

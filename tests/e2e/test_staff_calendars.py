@@ -237,15 +237,22 @@ def test_a_revoked_connection_leaves_the_others_syncing(connected: Staff) -> Non
 def assert_converged(w: Staff, connections: tuple[str, ...]) -> None:
     """Every live booking of these connections has exactly one live event, in its staff member's calendar,
     with its title; no live event there belongs to a booking that is gone or lives elsewhere."""
+    all_rows = w.bookings()
     bookings = {
-        k: r for k, r in w.bookings().items() if r.get("status") != "cancelled" and r["staff"] in connections
+        k: r for k, r in all_rows.items() if r.get("status") != "cancelled" and r["staff"] in connections
     }
     placed: Counter[str] = Counter()
     for connection in connections:
         for event in w.live(connection):
             key = event.get("extendedProperties", {}).get("private", {}).get(PRIVATE_KEY)
+            row = all_rows.get(str(key))
+            brief = (
+                {k: row.get(k) for k in ("status", "staff", "title", "sync_status", "sync_error")}
+                if row
+                else None
+            )
             assert key in bookings, (
-                f"{connection}: event {event.get('summary')!r} of no live booking here ({key})"
+                f"{connection}: event {event.get('summary')!r} of no live booking here ({key}: {brief})"
             )
             assert bookings[key]["staff"] == connection, (key, bookings[key]["staff"], connection)
             assert (bookings[key]["title"] or "") == event.get("summary", ""), (key, event.get("summary"))

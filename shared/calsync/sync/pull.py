@@ -540,7 +540,30 @@ class Puller:
         )
         return known or event_hash(cancel.event)
 
+    def _still_cancelled(self, cancels: list[_Cancel]) -> list[_Cancel]:
+        """Those cancellations that are still the event's latest state, by the mappings as they are now: a
+        push since the listing may have put the event back (a booking moved away and back restores its old
+        event) or moved the booking elsewhere (its mapping gone). A listing older than what a push learnt
+        of the event must not end the booking."""
+        fresh = self.store.get_mappings(
+            self.connection, self.collection, [c.mapping.booking_key for c in cancels]
+        )
+        kept = []
+        for cancel in cancels:
+            mapping = fresh.get(cancel.mapping.booking_key)
+            if mapping is None or mapping.event_id != cancel.event["id"]:
+                continue  # released or re-linked meanwhile: this event is no longer the booking's
+            known, listed = _instant(mapping.google_updated), _instant(cancel.event.get("updated"))
+            if known is not None and listed is not None and known > listed:
+                log.info("a stale cancellation ignored", extra=logs.fields(key=mapping.booking_key))
+                continue
+            kept.append(_Cancel(mapping, cancel.event))
+        return kept
+
     def _apply_cancellations(self) -> None:
+        if not self._cancels:
+            return
+        self._cancels = self._still_cancelled(self._cancels)
         if not self._cancels:
             return
         current = self.directus.get_items([c.mapping.booking_key for c in self._cancels])

@@ -197,3 +197,32 @@ def test_without_a_route_field_one_connection_serves_everything_as_before() -> N
     world.book("B", staff="whoever")
     assert world.tick().status == "ok"
     assert world.titles("default") == ["A", "B"]
+
+
+def test_a_listing_older_than_a_push_does_not_cancel_a_booking_moved_away_and_back() -> None:
+    """The pull lists anna's calendar (the old event, deleted when the booking moved to bob), and before it
+    applies the page, a delivery moves the booking back to anna, which restores that very event: the
+    listing's cancellation is older than what the push knows, and must not end the booking."""
+    world = salon()
+    key = world.book("Cut", staff="u-anna")
+    world.tick()
+    world.directus.person_update(key, **{ROUTE: "u-bob"})
+    world.deliver("upsert", key)
+    assert (world.titles("anna"), world.titles("bob")) == ([], ["Cut"])
+    anna = world.calendars["anna"]
+    original = anna.list_events
+
+    def listed_then_moved_back(*args: Any, **kwargs: Any) -> Any:
+        page = original(*args, **kwargs)  # the deleted old event, as Google listed it
+        anna.list_events = original  # type: ignore[method-assign]
+        world.directus.person_update(key, **{ROUTE: "u-anna"})
+        world.deliver("upsert", key)  # restores the old event, while the page is on its way
+        return page
+
+    anna.list_events = listed_then_moved_back  # type: ignore[method-assign]
+    world.tick()
+    row = world.directus.rows()[key]
+    assert str(row[FIELDS.status] or "").lower() != "cancelled", row
+    for _ in range(2):
+        world.tick()
+    assert (world.titles("anna"), world.titles("bob")) == (["Cut"], [])

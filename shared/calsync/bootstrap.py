@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALENDAR_SCOPES = ("https://www.googleapis.com/auth/calendar.events",)
+RERUNS = 5  # how many more cycles one sync request runs for requests that came while it ran
 ROSTER_TTL = 30.0  # seconds a process reuses the connections it read from Directus (a tick always re-reads)
 
 
@@ -349,14 +350,15 @@ class App:
 
         Bursts collapse: the request is recorded first (``sync_requested_at``), then the cycle is tried; a
         request that finds a cycle running (409) is answered at once, and that cycle, finding a request
-        made after it started, pulls once more. A connection's first cycle scans Directus for everything
+        made after it started, pulls once more (as often as requests keep coming while it runs, up to
+        ``RERUNS`` times; then it asks anew). A connection's first cycle scans Directus for everything
         routed to it; later ones push what the tick found for it (its outbox), and scan nothing."""
         from calsync.sync.cycle import CycleWork, run_cycle
 
         ctx = self.context(connection)
         config = ctx.config
         ctx.store.update_status(connection, {"sync_requested_at": ctx.clock()})
-        for _ in range(2):
+        for _ in range(RERUNS + 1):
             started = ctx.clock()
             first = ctx.store.cursor(connection, config.calendar_id).directus_checkpoint is None
             unrouted = config.route_field is None and config.route_value is None  # serves every booking
@@ -365,6 +367,8 @@ class App:
             if result.status == "busy" or asked is None or asked < started:
                 return result
             log.info("asked again while the cycle ran: once more", extra=logs.fields(connection=connection))
+        # Still asked after as many runs as one request may take: a new request, so nothing waits for a tick.
+        self.request_sync(connection, "asked again while the cycle ran")
         return result
 
     def close(self) -> None:

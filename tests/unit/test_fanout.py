@@ -406,3 +406,40 @@ def test_a_request_that_finds_the_cycle_running_makes_that_cycle_pull_once_more(
     assert alice.cycles == 2  # the running cycle pulled once more, and no more than once
     assert [r["title"] for r in alice.directus.rows().values()] == ["Changed while the cycle ran"]
     assert app.run_connection("alice").status == "ok" and alice.cycles == 3  # a later request: its own cycle
+
+
+class Permits:
+    """A gate that lets one cycle through per ``allow()`` (MemoryConnection's cycles wait on ``gate``)."""
+
+    def __init__(self) -> None:
+        self._permits = threading.Semaphore(0)
+
+    def allow(self) -> None:
+        self._permits.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._permits.acquire(timeout=timeout)
+
+
+def test_requests_that_keep_coming_while_the_cycle_reruns_are_pulled_too() -> None:
+    alice = MemoryConnection("alice")
+    app = MemoryApp(alice)
+    gate = Permits()
+    alice.gate = gate  # type: ignore[assignment]
+    results: list[Any] = []
+    running = threading.Thread(target=lambda: results.append(app.run_connection("alice")))
+    running.start()
+    wait_until(lambda: alice.cycles == 1)
+    alice.google.create_event("During the first cycle")
+    assert app.run_connection("alice").status == "busy"
+    gate.allow()  # the first cycle ends; it was asked again: it runs once more
+    wait_until(lambda: alice.cycles == 2)
+    alice.google.create_event("During the second cycle")
+    assert app.run_connection("alice").status == "busy"
+    gate.allow()  # the second ends; asked again meanwhile: a third
+    wait_until(lambda: alice.cycles == 3)
+    gate.allow()
+    running.join(10)
+    assert results and results[0].status == "ok" and alice.cycles == 3
+    titles = sorted(r["title"] for r in alice.directus.rows().values())
+    assert titles == ["During the first cycle", "During the second cycle"]

@@ -48,7 +48,7 @@ def _show_pending(app: App) -> None:
     """Something waits in the outbox: show the new ``pending_changes`` in Directus now rather than at the
     next cycle. Best effort: the delivery's answer never depends on it."""
     try:
-        app.publish_status()
+        app.publish_statuses(app.roster().ids)  # one write, whichever connections the intents wait in
     except Exception:
         log.warning("could not show the queued changes in Directus", exc_info=True)
 

@@ -1,11 +1,13 @@
 """The SyncStore port: everything the sync remembers between requests.
 
-Adapters: ``store_sqlite.SqliteSyncStore`` (embedded default) and ``store_firestore.FirestoreSyncStore``
-(production). One contract suite (tests/integration/test_store_contract.py) runs unchanged against both.
+Adapters: ``sqlite.SqliteSyncStore`` (embedded default), ``firestore.FirestoreSyncStore`` (production) and
+``memory.MemorySyncStore`` (the fast test tier). One contract suite (tests/integration/test_store_contract.py)
+runs unchanged against all three.
 
-Every record is keyed by a connection id ("default" today) so that one Google account per staff member can
-come later without a migration. Booking keys are always strings (Directus gives ints or strings). All
-datetimes are timezone-aware UTC.
+Every record is keyed by a connection id (``calsync.sync.connections``: "default" for an installation from
+before staff calendars, which therefore needed no migration), and only ``find_mappings`` looks across
+connections (a booking moved to another staff member). Booking keys are always strings (Directus gives ints
+or strings). All datetimes are timezone-aware UTC.
 """
 
 from __future__ import annotations

@@ -261,21 +261,28 @@ def _retire(store: SyncStore, calendar: Calendar, channels: Iterable[ChannelReco
         if channel.state == "stopped":
             continue
         if channel.expiration <= now:  # Google stopped it itself
-            store.put_channel(dataclasses.replace(channel, state="stopped", last_error=None))
+            _still(store, channel, state="stopped", last_error=None)
             continue
         if channel.state != "replaced":
-            store.put_channel(dataclasses.replace(channel, state="replaced"))
+            _still(store, channel, state="replaced")
         error = _stop(calendar, channel)
         if error is None:
-            store.put_channel(dataclasses.replace(channel, state="stopped", last_error=None))
+            _still(store, channel, state="stopped", last_error=None)
             count += 1
         else:
-            store.put_channel(dataclasses.replace(channel, state="replaced", last_error=error))
+            _still(store, channel, state="replaced", last_error=error)
             log.warning(
                 "push channel not stopped; tried again later",
                 extra=logs.fields(connection=channel.connection, channel=channel.channel_id, error=error),
             )
     return count
+
+
+def _still(store: SyncStore, channel: ChannelRecord, **changes: Any) -> None:
+    """Record the channel's new state, unless its record is gone meanwhile (a disconnect forgot every
+    channel while a notification was stopping this one): a stop must not bring a forgotten channel back."""
+    if store.get_channel(channel.channel_id) is not None:
+        store.put_channel(dataclasses.replace(channel, **changes))
 
 
 def _retry_stops(store: SyncStore, calendar: Calendar, channels: list[ChannelRecord], now: datetime) -> int:

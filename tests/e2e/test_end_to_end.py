@@ -4,6 +4,7 @@ Google fake; the Firestore emulator; the Secret Manager fake; Directus reached t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -107,25 +108,31 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def world(
-    directus: DirectusServer, firestore_emulator: Any, _secretmanager_server: SecretManagerFake
-) -> Iterator[World]:
+@contextlib.contextmanager
+def deployed(
+    directus: DirectusServer,
+    firestore_emulator: Any,
+    secretmanager: SecretManagerFake,
+    google: GoogleFake,
+    extra_env: Callable[[dict[str, str]], dict[str, str]] = lambda urls: {},
+) -> Iterator[tuple[dict[str, ServedFunction], FaultProxy]]:
+    """The three functions, each served in its own process as deployed (Firestore store, Secret Manager
+    tokens, Directus behind a fault proxy, Google's fake), with the settings ``extra_env`` adds given the
+    functions' URLs. The caller runs ``directus.setup`` with the functions' URLs, and stops ``google``."""
     firestore_emulator.reset()
-    _secretmanager_server.reset()
-    secret = _secretmanager_server.create_secret("refresh-token")
-    google = GoogleFake().start()
+    secretmanager.reset()
+    secret = secretmanager.create_secret("refresh-token")
     proxy = FaultProxy(directus.url).start()
     ports = {name: free_port() for name in ("oauth_callback", "booking_hook", "calendar_import")}
-    oauth_url = f"http://127.0.0.1:{ports['oauth_callback']}"
-    google.register_client(google.client_id, google.client_secret, [oauth_url + "/callback"])
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    google.register_client(google.client_id, google.client_secret, [urls["oauth_callback"] + "/callback"])
     env = base_env(
         DIRECTUS_URL=proxy.url,
         DIRECTUS_TOKEN=directus.sync_token,
         DIRECTUS_PUBLIC_URL="https://crm.example.com",
         GOOGLE_CLIENT_ID=google.client_id,
         GOOGLE_CLIENT_SECRET=google.client_secret,
-        GOOGLE_REDIRECT_URI=oauth_url + "/callback",
+        GOOGLE_REDIRECT_URI=urls["oauth_callback"] + "/callback",
         GOOGLE_API_ROOT=google.api_root,
         GOOGLE_AUTH_URI=google.auth_uri,
         GOOGLE_TOKEN_URI=google.token_uri,
@@ -135,20 +142,32 @@ def world(
         TIMEZONE="Europe/Rome",
         STORE="firestore",
         TOKEN_STORE=f"secretmanager://{secret}",
-        SECRET_MANAGER_ENDPOINT=_secretmanager_server.endpoint,
+        SECRET_MANAGER_ENDPOINT=secretmanager.endpoint,
         **firestore_emulator.env(),
+        **extra_env(urls),
     )
     functions = {name: ServedFunction(name, env, port).start() for name, port in ports.items()}
-    directus.setup(booking_hook_url=functions["booking_hook"].url + "/", oauth_callback_url=oauth_url)
-    world = World(google, directus, proxy, functions)
     try:
-        yield world
+        yield functions, proxy
     finally:
         for served in functions.values():
             served.stop()
         proxy.stop()
-        google.stop()
         directus.setup()  # the Flow points nowhere again for the other tests
+
+
+@pytest.fixture(scope="module")
+def world(
+    directus: DirectusServer, firestore_emulator: Any, _secretmanager_server: SecretManagerFake
+) -> Iterator[World]:
+    google = GoogleFake().start()
+    try:
+        with deployed(directus, firestore_emulator, _secretmanager_server, google) as (functions, proxy):
+            directus.setup(booking_hook_url=functions["booking_hook"].url + "/",
+                           oauth_callback_url=functions["oauth_callback"].url)  # fmt: skip
+            yield World(google, directus, proxy, functions)
+    finally:
+        google.stop()
 
 
 @pytest.fixture(scope="module")

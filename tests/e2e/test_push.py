@@ -18,13 +18,10 @@ import requests
 
 from calsync.state.firestore import FirestoreSyncStore
 from calsync.state.store import utcnow
-from tests.e2e.test_end_to_end import SOON, World, wait_for
+from tests.e2e.test_end_to_end import SOON, World, deployed, wait_for
 from tests.fakes.google import GoogleFake
 from tests.fakes.secretmanager import SecretManagerFake
-from tests.parts.directus import CONNECT_KEY, WEBHOOK_SECRET, DirectusServer
-from tests.parts.fault_proxy import FaultProxy
-from tests.parts.functions import ServedFunction, base_env
-from tests.parts.processes import free_port
+from tests.parts.directus import DirectusServer
 from tests.parts.pubsub import PubSubEmulator, unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.directus, pytest.mark.firestore, pytest.mark.google,
@@ -55,54 +52,33 @@ def pushed(
     _secretmanager_server: SecretManagerFake,
     pubsub_emulator: PubSubEmulator,
 ) -> Iterator[Pushed]:
-    firestore_emulator.reset()
-    _secretmanager_server.reset()
-    secret = _secretmanager_server.create_secret("refresh-token")
     google = GoogleFake().start()
     google.allow_http_push = True  # the receiver listens on 127.0.0.1 (Google itself wants https)
-    proxy = FaultProxy(directus.url).start()
-    ports = {name: free_port() for name in ("oauth_callback", "booking_hook", "calendar_import")}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    google.register_client(google.client_id, google.client_secret, [urls["oauth_callback"] + "/callback"])
     topic = pubsub_emulator.topic(unique("sync-requests"))
-    subscription = pubsub_emulator.push_subscription(
-        unique("calendar-import"), topic, urls["calendar_import"] + "/"
-    )
-    env = base_env(
-        DIRECTUS_URL=proxy.url,
-        DIRECTUS_TOKEN=directus.sync_token,
-        DIRECTUS_PUBLIC_URL="https://crm.example.com",
-        GOOGLE_CLIENT_ID=google.client_id,
-        GOOGLE_CLIENT_SECRET=google.client_secret,
-        GOOGLE_REDIRECT_URI=urls["oauth_callback"] + "/callback",
-        GOOGLE_API_ROOT=google.api_root,
-        GOOGLE_AUTH_URI=google.auth_uri,
-        GOOGLE_TOKEN_URI=google.token_uri,
-        GOOGLE_REVOKE_URI=google.revoke_uri,
-        WEBHOOK_SECRET=WEBHOOK_SECRET,
-        CONNECT_KEY=CONNECT_KEY,
-        TIMEZONE="Europe/Rome",
-        STORE="firestore",
-        TOKEN_STORE=f"secretmanager://{secret}",
-        SECRET_MANAGER_ENDPOINT=_secretmanager_server.endpoint,
-        NOTIFICATION_URL=urls["booking_hook"] + "/notifications",
-        PUBSUB_TOPIC=topic,
-        PUBSUB_EMULATOR_HOST=pubsub_emulator.host,
-        **firestore_emulator.env(),
-    )
-    functions = {name: ServedFunction(name, env, port).start() for name, port in ports.items()}
-    directus.setup(booking_hook_url=urls["booking_hook"] + "/", oauth_callback_url=urls["oauth_callback"])
-    world = Pushed(google, directus, proxy, functions)
+    subscription: list[str] = []
+
+    def push_env(urls: dict[str, str]) -> dict[str, str]:
+        subscription.append(
+            pubsub_emulator.push_subscription(unique("calendar-import"), topic, urls["calendar_import"] + "/")
+        )
+        return {
+            "NOTIFICATION_URL": urls["booking_hook"] + "/notifications",
+            "PUBSUB_TOPIC": topic,
+            "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        }
+
     try:
-        yield world
+        with deployed(directus, firestore_emulator, _secretmanager_server, google, push_env) as (
+            functions,
+            proxy,
+        ):
+            directus.setup(booking_hook_url=functions["booking_hook"].url + "/",
+                           oauth_callback_url=functions["oauth_callback"].url)  # fmt: skip
+            yield Pushed(google, directus, proxy, functions)
     finally:
-        for served in functions.values():
-            served.stop()
-        pubsub_emulator.delete(subscription)
-        pubsub_emulator.delete(topic)
-        proxy.stop()
+        for path in (*subscription, topic):
+            pubsub_emulator.delete(path)
         google.stop()
-        directus.setup()
 
 
 @pytest.fixture(scope="module")

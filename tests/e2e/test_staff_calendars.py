@@ -20,13 +20,10 @@ import pytest
 import requests
 
 from calsync.sync.booking import PRIVATE_KEY
-from tests.e2e.test_end_to_end import SOON, World, wait_for
+from tests.e2e.test_end_to_end import SOON, World, deployed, wait_for
 from tests.fakes.google import GoogleFake
 from tests.fakes.secretmanager import SecretManagerFake
-from tests.parts.directus import CONNECT_KEY, WEBHOOK_SECRET, DirectusServer
-from tests.parts.fault_proxy import FaultProxy
-from tests.parts.functions import ServedFunction, base_env
-from tests.parts.processes import free_port
+from tests.parts.directus import CONNECT_KEY, DirectusServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.directus, pytest.mark.firestore, pytest.mark.google,
               pytest.mark.secretmanager, pytest.mark.slow]  # fmt: skip
@@ -96,53 +93,26 @@ class Staff(World):
 def staff(
     directus: DirectusServer, firestore_emulator: Any, _secretmanager_server: SecretManagerFake
 ) -> Iterator[Staff]:
-    firestore_emulator.reset()
-    _secretmanager_server.reset()
-    secret = _secretmanager_server.create_secret("refresh-token")
     google = GoogleFake().start()
     google.add_calendar(BUSINESS, ROOM_A, "Room A")
     google.add_calendar(BUSINESS, ROOM_B, "Room B")
-    proxy = FaultProxy(directus.url).start()
-    ports = {name: free_port() for name in ("oauth_callback", "booking_hook", "calendar_import")}
-    oauth_url = f"http://127.0.0.1:{ports['oauth_callback']}"
-    google.register_client(google.client_id, google.client_secret, [oauth_url + "/callback"])
-    env = base_env(
-        DIRECTUS_URL=proxy.url,
-        DIRECTUS_TOKEN=directus.sync_token,
-        DIRECTUS_PUBLIC_URL="https://crm.example.com",
-        GOOGLE_CLIENT_ID=google.client_id,
-        GOOGLE_CLIENT_SECRET=google.client_secret,
-        GOOGLE_REDIRECT_URI=oauth_url + "/callback",
-        GOOGLE_API_ROOT=google.api_root,
-        GOOGLE_AUTH_URI=google.auth_uri,
-        GOOGLE_TOKEN_URI=google.token_uri,
-        GOOGLE_REVOKE_URI=google.revoke_uri,
-        WEBHOOK_SECRET=WEBHOOK_SECRET,
-        CONNECT_KEY=CONNECT_KEY,
-        TIMEZONE="Europe/Rome",
-        STORE="firestore",
-        TOKEN_STORE=f"secretmanager://{secret}",
-        SECRET_MANAGER_ENDPOINT=_secretmanager_server.endpoint,
-        ROUTE_FIELD="staff",
-        **firestore_emulator.env(),
-    )
-    functions = {name: ServedFunction(name, env, port).start() for name, port in ports.items()}
-    directus.setup(booking_hook_url=functions["booking_hook"].url + "/", oauth_callback_url=oauth_url,
-                   route_field="staff")  # fmt: skip
-    created = directus.admin(
-        "POST", "/items/calendar_sync_connections", json=[i for i, _ in CONNECTIONS.values()]
-    )
-    assert created.status_code == 200, created.text
-    world = Staff(google, directus, proxy, functions)
+    routed = {"ROUTE_FIELD": "staff"}
     try:
-        yield world
+        with deployed(directus, firestore_emulator, _secretmanager_server, google, lambda urls: routed) as (
+            functions,
+            proxy,
+        ):
+            directus.setup(booking_hook_url=functions["booking_hook"].url + "/",
+                           oauth_callback_url=functions["oauth_callback"].url, route_field="staff")  # fmt: skip
+            items = [item for item, _ in CONNECTIONS.values()]
+            created = directus.admin("POST", "/items/calendar_sync_connections", json=items)
+            assert created.status_code == 200, created.text
+            try:
+                yield Staff(google, directus, proxy, functions)
+            finally:
+                directus.admin("DELETE", "/items/calendar_sync_connections", json=list(CONNECTIONS))
     finally:
-        for served in functions.values():
-            served.stop()
-        proxy.stop()
         google.stop()
-        directus.admin("DELETE", "/items/calendar_sync_connections", json=list(CONNECTIONS))
-        directus.setup()  # the Flow points nowhere again for the other tests
 
 
 @pytest.fixture(scope="module")

@@ -51,26 +51,23 @@ class ConnectionSpec:
         return self.name or self.id
 
 
-_text = route_text
-
-
 def spec_from_item(item: Mapping[str, Any]) -> ConnectionSpec:
     """The connection a Directus item defines. Raises ConnectionInvalid naming the problem."""
-    key = _text(item.get("id"))
+    key = route_text(item.get("id"))
     if key is None or not CONNECTION_ID.match(key):
         raise ConnectionInvalid(
             f"connection id {key!r} is not usable: lowercase letters, digits, '-' and '_', at most 40"
         )
-    account_from = _text(item.get("account_from"))
+    account_from = route_text(item.get("account_from"))
     if account_from == key:
         account_from = None
     if account_from is not None and not CONNECTION_ID.match(account_from):
         raise ConnectionInvalid(f"connection {key}: account_from {account_from!r} is not a connection id")
     return ConnectionSpec(
         id=key,
-        name=_text(item.get("name")) or "",
-        staff=_text(item.get("staff")),
-        calendar_id=_text(item.get("calendar_id")) or "primary",
+        name=route_text(item.get("name")) or "",
+        staff=route_text(item.get("staff")),
+        calendar_id=route_text(item.get("calendar_id")) or "primary",
         account_from=account_from,
     )
 
@@ -132,7 +129,7 @@ class Roster:
         return next((s for s in self.specs if s.staff is None), None)
 
     def route_value(self, item: Mapping[str, Any]) -> str | None:
-        return _text(item.get(self.route_field)) if self.route_field else None
+        return route_text(item.get(self.route_field)) if self.route_field else None
 
     def route(self, item: Mapping[str, Any]) -> ConnectionSpec | None:
         """The connection this booking belongs to; None when no connection serves it."""

@@ -34,7 +34,7 @@ from calsync.sync.channels import ensure_channel
 from calsync.sync.connection import mark_needs_reconnect
 from calsync.sync.outcome import PushOutcome
 from calsync.sync.plan import needs_push, plan_upserts
-from calsync.sync.ports import Calendar, SyncContext
+from calsync.sync.ports import Calendar, Directus, SyncContext
 from calsync.sync.pull import MassCancelRefused, Puller, PullSummary
 from calsync.sync.push import Pusher, queue_failures
 
@@ -210,18 +210,22 @@ def drain_outbox(ctx: SyncContext, pusher: Pusher, now: datetime) -> PushOutcome
     return total
 
 
+def scan_start(directus: Directus) -> str:
+    """Where the next changed-since scan starts, taken before this one: whatever changes from now on is at
+    or after this instant by Directus's own clock (two seconds of margin for the Date header's resolution)."""
+    return (directus.server_time() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
 def repair_missed(ctx: SyncContext, pusher: Pusher) -> PushOutcome:
     """Push bookings changed in Directus since the checkpoint whose content differs from their mapping."""
     store, connection, config = ctx.store, ctx.connection, ctx.config
     checkpoint = store.cursor(connection, config.calendar_id).directus_checkpoint
-    # Whatever changes from now on is at or after this instant by Directus's own clock (two seconds of
-    # margin for the Date header's resolution): the next cycle starts there.
-    scan_start = (ctx.directus.server_time() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    start = scan_start(ctx.directus)
     total = PushOutcome()
     for page in ctx.directus.items_changed_since(checkpoint, REPAIR_PAGE, first_page=REPAIR_FIRST_PAGE):
         items = {str(item["id"]): item for item in page if config.serves(item)}
         total.merge(push_stale(ctx, pusher, items))
-    store.update_cursor(connection, config.calendar_id, directus_checkpoint=scan_start)
+    store.update_cursor(connection, config.calendar_id, directus_checkpoint=start)
     return total
 
 

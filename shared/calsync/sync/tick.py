@@ -27,14 +27,22 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from calsync import logs
 from calsync.directus.errors import DirectusError
 from calsync.state.store import utcnow
 from calsync.sync.connections import ConnectionSpec, Roster
-from calsync.sync.cycle import LEASE_TTL, REPAIR_PAGE, SWEEP_PER_CYCLE, CycleResult, CycleWork, run_cycle
+from calsync.sync.cycle import (
+    LEASE_TTL,
+    REPAIR_PAGE,
+    SWEEP_PER_CYCLE,
+    CycleResult,
+    CycleWork,
+    run_cycle,
+    scan_start,
+)
 from calsync.sync.fleet import Fleet
 from calsync.sync.push import Pusher, queue_failures
 from calsync.sync.routing import mark_unrouted
@@ -85,15 +93,15 @@ def _tick(fleet: Fleet) -> TickResult:
         key=lambda s: store.get_status(s.id).last_cycle_at or datetime.min.replace(tzinfo=utcnow().tzinfo),
     )
     try:
-        scan_start, found = _read_directus(fleet, specs)
+        next_checkpoint, found = _read_directus(fleet, specs)
     except DirectusError as exc:
         log.warning("tick could not read Directus; the next one retries", extra=logs.fields(error=str(exc)))
         return TickResult("error", 503, {"status": "error", "error": str(exc), "connections": {}})
     if fleet.dispatch is not None:
-        return _fan_out(fleet, fleet.dispatch, specs, found, scan_start, started)
+        return _fan_out(fleet, fleet.dispatch, specs, found, next_checkpoint, started)
     results = _run_cycles(fleet, specs, found, started)
     _release_moved(fleet, specs, found, results)
-    store.update_cursor(TICK, fleet.collection, directus_checkpoint=scan_start)
+    store.update_cursor(TICK, fleet.collection, directus_checkpoint=next_checkpoint)
     _save_sweep(fleet, found)
     mark_unrouted(fleet.directus, roster, fleet.booking_fields(), found.unrouted)
     fleet.publish([s.id for s in specs])
@@ -105,7 +113,7 @@ def _fan_out(
     dispatch: Callable[[Sequence[str]], None],
     specs: list[ConnectionSpec],
     found: _Found,
-    scan_start: str,
+    next_checkpoint: str,
     started: float,
 ) -> TickResult:
     """Fan-out: each connection's work goes to its outbox and one sync request per connection goes to
@@ -115,7 +123,7 @@ def _fan_out(
         if spec.id not in found.first:
             _park(fleet, spec, found.work.get(spec.id) or CycleWork(), "fanned out")
     dispatch([s.id for s in specs])
-    fleet.store.update_cursor(TICK, fleet.collection, directus_checkpoint=scan_start)
+    fleet.store.update_cursor(TICK, fleet.collection, directus_checkpoint=next_checkpoint)
     _save_sweep(fleet, found)
     mark_unrouted(fleet.directus, fleet.roster, fleet.booking_fields(), found.unrouted)
     body = {
@@ -157,9 +165,7 @@ def _read_directus(fleet: Fleet, specs: list[ConnectionSpec]) -> tuple[str, _Fou
     roster, store, collection = fleet.roster, fleet.store, fleet.collection
     found = _Found()
     checkpoint = _checkpoint(fleet)
-    # Whatever changes from now on is at or after this instant by Directus's own clock (two seconds of
-    # margin for the Date header's resolution): the next tick starts there.
-    scan_start = (fleet.directus.server_time() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    start = scan_start(fleet.directus)
     for page in fleet.directus.items_changed_since(checkpoint, REPAIR_PAGE):
         for item in page:
             key = str(item["id"])
@@ -175,7 +181,7 @@ def _read_directus(fleet: Fleet, specs: list[ConnectionSpec]) -> tuple[str, _Fou
             if mapping.connection != routed[key] and roster.get(mapping.connection) is not None:
                 found.work[mapping.connection].moved.append(key)
     _sweep(fleet, specs, found)
-    return scan_start, found
+    return start, found
 
 
 def _sweep(fleet: Fleet, specs: list[ConnectionSpec], found: _Found) -> None:
